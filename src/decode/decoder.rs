@@ -1,0 +1,166 @@
+//! Decoding state shared by every method: the committed sequence, the target's cache and the
+//! draft's cache, plus the three operations rounds are made of (draft a chain, draft a tree,
+//! verify a tree).
+
+use candle_core::Tensor;
+
+use super::method::TreeParams;
+use super::tree::{select_level, top_k_log_probs, Candidate, DraftTree};
+use crate::model::{GptNeox, KvCache, Result};
+
+/// Invariant between rounds: the target's cache holds `seq` except its pending tail (at least
+/// the last token); the draft's cache holds a prefix of `seq`.
+pub(crate) struct Decoder<'m> {
+    target: &'m GptNeox,
+    target_cache: KvCache,
+    draft: Option<(&'m GptNeox, KvCache)>,
+    pub seq: Vec<u32>,
+    vocab: usize,
+}
+
+impl<'m> Decoder<'m> {
+    pub fn new(
+        target: &'m GptNeox,
+        draft: Option<&'m GptNeox>,
+        prompt: &[u32],
+        vocab: usize,
+        capacity: usize,
+    ) -> Result<Self> {
+        let draft = match draft {
+            Some(model) => Some((model, model.new_cache(capacity)?)),
+            None => None,
+        };
+        Ok(Self {
+            target,
+            target_cache: target.new_cache(capacity)?,
+            draft,
+            seq: prompt.to_vec(),
+            vocab,
+        })
+    }
+
+    /// Runs the pending tokens plus `tree` through the target in one pass, keeps the accepted
+    /// path in both caches and appends it and the target's next token to `seq`.
+    /// Returns how many draft tokens were accepted.
+    pub fn verify(&mut self, tree: &DraftTree) -> Result<usize> {
+        let committed = self.target_cache.committed_len();
+        let pending = self.seq.len() - committed;
+        let mut tokens = self.seq[committed..].to_vec();
+        tokens.extend(&tree.tokens);
+        let mut parents: Vec<i32> = (0..pending as i32).map(|j| j - 1).collect();
+        parents.extend(tree.parents.iter().map(|p| p.map_or(pending as i32 - 1, |p| (pending + p) as i32)));
+        let logits = self.target.forward(&tokens, &parents, &mut self.target_cache, pending - 1)?;
+        let choices = argmax_rows(&logits, self.vocab)?;
+        let (path, next) = tree.accept(|at| choices[at.map_or(0, |n| n + 1)]);
+        let kept: Vec<usize> = (0..pending).chain(path.iter().map(|&n| pending + n)).collect();
+        self.target_cache.commit(&kept)?;
+        if let Some((_, cache)) = &mut self.draft {
+            let fed: Vec<usize> = path.iter().map_while(|&n| tree.draft_slots[n]).collect();
+            cache.commit(&fed)?;
+        }
+        self.seq.extend(path.iter().map(|&n| tree.tokens[n]));
+        self.seq.push(next);
+        Ok(path.len())
+    }
+
+    /// Greedily drafts up to `k` tokens, stopping early after a token whose draft probability is
+    /// below `confidence_threshold` (as transformers' assistant does).
+    pub fn draft_chain(&mut self, k: usize, confidence_threshold: f64) -> Result<DraftTree> {
+        let mut tree = DraftTree::default();
+        if k == 0 {
+            return Ok(tree);
+        }
+        let mut logits = self.draft_catch_up()?;
+        let (model, cache) = self.draft.as_mut().expect("draft_catch_up checked the draft");
+        loop {
+            let token = argmax_rows(&logits, self.vocab)?[0];
+            let node = tree.push(token, tree.len().checked_sub(1));
+            let confident = confidence_threshold <= 0.0
+                || probability_of(&logits, token, self.vocab)? >= confidence_threshold;
+            if tree.len() == k || !confident {
+                return Ok(tree);
+            }
+            let parent = tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32);
+            tree.draft_slots[node] = Some(cache.speculative_len());
+            logits = model.forward(&[token], &[parent], cache, 0)?;
+        }
+    }
+
+    /// Grows a DynaTree draft breadth-first (see [`TreeParams`]).
+    pub fn draft_tree(&mut self, params: &TreeParams) -> Result<DraftTree> {
+        let mut tree = DraftTree::default();
+        if params.depth == 0 {
+            return Ok(tree);
+        }
+        let mut logits = self.draft_catch_up()?;
+        let mut frontier: Vec<(Option<usize>, f64)> = vec![(None, 0.0)];
+        for level in 0..params.depth {
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            let candidates = frontier
+                .iter()
+                .zip(&rows)
+                .flat_map(|(&(parent, base), row)| {
+                    top_k_log_probs(row, self.vocab, params.branch)
+                        .into_iter()
+                        .map(move |(token, lp)| Candidate {
+                            parent,
+                            token,
+                            log_prob: base + lp,
+                        })
+                })
+                .collect();
+            let chosen = select_level(candidates, params, params.max_nodes - tree.len());
+            frontier = chosen
+                .iter()
+                .map(|c| (Some(tree.push(c.token, c.parent)), c.log_prob))
+                .collect();
+            if frontier.is_empty() || level + 1 == params.depth || tree.len() == params.max_nodes {
+                break;
+            }
+            logits = self.draft_level(&mut tree, &frontier)?;
+        }
+        Ok(tree)
+    }
+
+    /// Runs one level of tree nodes through the draft; returns their logits.
+    fn draft_level(&mut self, tree: &mut DraftTree, frontier: &[(Option<usize>, f64)]) -> Result<Tensor> {
+        let (model, cache) = self.draft.as_mut().expect("draft_catch_up checked the draft");
+        let first_slot = cache.speculative_len();
+        let mut tokens = Vec::with_capacity(frontier.len());
+        let mut parents = Vec::with_capacity(frontier.len());
+        for (j, &(node, _)) in frontier.iter().enumerate() {
+            let node = node.expect("frontier holds tree nodes");
+            tokens.push(tree.tokens[node]);
+            parents.push(tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32));
+            tree.draft_slots[node] = Some(first_slot + j);
+        }
+        model.forward(&tokens, &parents, cache, 0)
+    }
+
+    /// Feeds the draft every committed token it has not seen; returns its logits after the last.
+    fn draft_catch_up(&mut self) -> Result<Tensor> {
+        let (model, cache) = self
+            .draft
+            .as_mut()
+            .expect("speculative methods are given a draft model");
+        let missing = &self.seq[cache.committed_len()..];
+        let parents: Vec<i32> = (0..missing.len() as i32).map(|j| j - 1).collect();
+        let logits = model.forward(missing, &parents, cache, missing.len() - 1)?;
+        cache.commit_all()?;
+        Ok(logits)
+    }
+}
+
+/// Greedy choice per logit row, restricted to the first `vocab` ids.
+pub fn argmax_rows(logits: &Tensor, vocab: usize) -> Result<Vec<u32>> {
+    let vocab = vocab.min(logits.dim(1)?);
+    Ok(logits.narrow(1, 0, vocab)?.argmax_keepdim(1)?.flatten_all()?.to_vec1()?)
+}
+
+/// Softmax probability of `token` in a single logit row.
+fn probability_of(logits: &Tensor, token: u32, vocab: usize) -> Result<f64> {
+    let row: Vec<f32> = logits.narrow(1, 0, vocab.min(logits.dim(1)?))?.flatten_all()?.to_vec1()?;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
+    Ok((row[token as usize] as f64 - max).exp() / sum)
+}

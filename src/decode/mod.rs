@@ -1,0 +1,259 @@
+//! The decode stage: AR, linear speculative, DynaTree and HF-assisted greedy generation.
+
+mod decoder;
+pub mod method;
+pub mod metrics;
+pub mod tree;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+pub use decoder::argmax_rows;
+pub use method::{Method, Schedule, TreeParams};
+pub use metrics::Metrics;
+
+use crate::model::{GptNeox, ModelError};
+use decoder::Decoder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("method {0} needs a draft model (--draft)")]
+    MissingDraft(&'static str),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    #[error("prompt token {token} is outside the model's vocabulary of {vocab}")]
+    TokenOutOfRange { token: u32, vocab: usize },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What a generation is asked to do, independent of the method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSettings {
+    pub max_new_tokens: usize,
+    /// End at the end-of-text token (the paper does not: it generates exactly `max_new_tokens`).
+    pub stop_at_eos: bool,
+    pub eos_token_id: Option<u32>,
+    /// Ids at or above this are never chosen (Pythia pads its embedding past the tokenizer).
+    pub vocab_limit: usize,
+}
+
+/// One speculative round: draft, then one target pass.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    pub drafted: usize,
+    /// Draft tokens the target accepted (its own extra token not counted).
+    pub accepted: usize,
+    pub draft_s: f64,
+    pub verify_s: f64,
+}
+
+/// The outcome of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// New tokens only, prompt excluded.
+    pub tokens: Vec<u32>,
+    /// Empty for AR.
+    pub rounds: Vec<Round>,
+    pub target_passes: usize,
+    pub wall_s: f64,
+    pub ttft_s: f64,
+}
+
+/// Generates greedily with `method`. Every method yields exactly the tokens of AR.
+pub fn generate(
+    method: &Method,
+    target: &GptNeox,
+    draft: Option<&GptNeox>,
+    prompt: &[u32],
+    settings: &GenerationSettings,
+) -> Result<Generation, DecodeError> {
+    check_inputs(method, target, draft, prompt)?;
+    let start = Instant::now();
+    let max_block = match method {
+        Method::Ar => 1,
+        Method::Linear { k } => k + 1,
+        Method::Dynatree(p) => p.max_nodes + 1,
+        Method::HfAssisted { .. } => settings.max_new_tokens + 1,
+    };
+    let capacity = prompt.len() + settings.max_new_tokens + max_block.min(settings.max_new_tokens + 1);
+    let mut decoder = Decoder::new(target, draft, prompt, settings.vocab_limit, capacity)?;
+    let mut schedule = DraftSchedule::new(method);
+    let mut rounds = Vec::new();
+    let mut passes = 0;
+    let mut ttft_s = None;
+    while decoder.seq.len() - prompt.len() < settings.max_new_tokens {
+        let remaining = settings.max_new_tokens - (decoder.seq.len() - prompt.len());
+        let round_start = Instant::now();
+        let tree = match (method, schedule.length(remaining)) {
+            (Method::Ar, _) => Default::default(),
+            (Method::Dynatree(p), depth) => decoder.draft_tree(&TreeParams { depth, ..*p })?,
+            (Method::HfAssisted { confidence_threshold, .. }, k) => decoder.draft_chain(k, *confidence_threshold)?,
+            (Method::Linear { .. }, k) => decoder.draft_chain(k, 0.0)?,
+        };
+        let verify_start = Instant::now();
+        let accepted = decoder.verify(&tree)?;
+        passes += 1;
+        ttft_s.get_or_insert(start.elapsed().as_secs_f64());
+        schedule.update(tree.len(), accepted);
+        if method.needs_draft() {
+            rounds.push(Round {
+                drafted: tree.len(),
+                accepted,
+                draft_s: (verify_start - round_start).as_secs_f64(),
+                verify_s: verify_start.elapsed().as_secs_f64(),
+            });
+        }
+        if settings.stop_at_eos && reached_eos(&decoder.seq[prompt.len()..], settings.eos_token_id) {
+            break;
+        }
+    }
+    let mut tokens = decoder.seq.split_off(prompt.len());
+    truncate_output(&mut tokens, settings);
+    Ok(Generation {
+        tokens,
+        rounds,
+        target_passes: passes,
+        wall_s: start.elapsed().as_secs_f64(),
+        ttft_s: ttft_s.unwrap_or(0.0),
+    })
+}
+
+fn check_inputs(method: &Method, target: &GptNeox, draft: Option<&GptNeox>, prompt: &[u32]) -> Result<(), DecodeError> {
+    method.validate().map_err(DecodeError::InvalidParams)?;
+    if method.needs_draft() && draft.is_none() {
+        return Err(DecodeError::MissingDraft(method.name()));
+    }
+    if prompt.is_empty() {
+        return Err(DecodeError::EmptyPrompt);
+    }
+    let vocab = draft
+        .map_or(usize::MAX, |d| d.config().vocab_size)
+        .min(target.config().vocab_size);
+    match prompt.iter().find(|&&t| t as usize >= vocab) {
+        Some(&token) => Err(DecodeError::TokenOutOfRange { token, vocab }),
+        None => Ok(()),
+    }
+}
+
+fn reached_eos(tokens: &[u32], eos: Option<u32>) -> bool {
+    eos.is_some_and(|e| tokens.contains(&e))
+}
+
+/// Cuts at `max_new_tokens`, and just after the first end-of-text when asked to stop there.
+fn truncate_output(tokens: &mut Vec<u32>, settings: &GenerationSettings) {
+    tokens.truncate(settings.max_new_tokens);
+    if settings.stop_at_eos {
+        if let Some(at) = settings.eos_token_id.and_then(|e| tokens.iter().position(|&t| t == e)) {
+            tokens.truncate(at + 1);
+        }
+    }
+}
+
+/// How many tokens (or tree levels) to draft next round.
+struct DraftSchedule {
+    next: usize,
+    heuristic: bool,
+}
+
+impl DraftSchedule {
+    fn new(method: &Method) -> Self {
+        let (next, heuristic) = match *method {
+            Method::Ar => (0, false),
+            Method::Linear { k } => (k, false),
+            Method::Dynatree(p) => (p.depth, false),
+            Method::HfAssisted {
+                num_assistant_tokens,
+                schedule,
+                ..
+            } => (num_assistant_tokens, schedule == Schedule::Heuristic),
+        };
+        Self { next, heuristic }
+    }
+
+    /// Never drafts past the last token still to generate, as transformers caps its assistant.
+    fn length(&self, remaining: usize) -> usize {
+        self.next.min(remaining.saturating_sub(1))
+    }
+
+    /// transformers' heuristic compares the accepted count with the tokens actually drafted.
+    fn update(&mut self, drafted: usize, accepted: usize) {
+        if self.heuristic {
+            self.next = if accepted == drafted { self.next + 2 } else { self.next.saturating_sub(1).max(1) };
+        }
+    }
+}
+
+/// Where a speculative output first departs from AR's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not lossless: new token {index} is {actual:?} but AR produced {expected:?}")]
+pub struct LosslessMismatch {
+    pub index: usize,
+    pub expected: Option<u32>,
+    pub actual: Option<u32>,
+}
+
+/// Greedy speculative decoding must reproduce AR token for token; the sweep runner calls this
+/// on every run.
+pub fn check_lossless(ar: &[u32], candidate: &[u32]) -> Result<(), LosslessMismatch> {
+    let len = ar.len().max(candidate.len());
+    match (0..len).find(|&i| ar.get(i) != candidate.get(i)) {
+        None => Ok(()),
+        Some(index) => Err(LosslessMismatch {
+            index,
+            expected: ar.get(index).copied(),
+            actual: candidate.get(index).copied(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossless_check_reports_first_difference() {
+        assert!(check_lossless(&[1, 2, 3], &[1, 2, 3]).is_ok());
+        let err = check_lossless(&[1, 2, 3], &[1, 5, 3]).unwrap_err();
+        assert_eq!((err.index, err.expected, err.actual), (1, Some(2), Some(5)));
+        let short = check_lossless(&[1, 2, 3], &[1, 2]).unwrap_err();
+        assert_eq!((short.index, short.actual), (2, None));
+    }
+
+    #[test]
+    fn heuristic_schedule_follows_transformers() {
+        let mut s = DraftSchedule::new(&Method::hf_assisted_default());
+        assert_eq!(s.length(100), 5);
+        s.update(5, 5);
+        assert_eq!(s.length(100), 7);
+        s.update(7, 3);
+        assert_eq!(s.length(100), 6);
+        assert_eq!(s.length(4), 3);
+        // A capped round that accepts all it drafted still counts as fully accepted.
+        s.update(3, 3);
+        assert_eq!(s.length(100), 8);
+        for _ in 0..10 {
+            s.update(1, 0);
+        }
+        assert_eq!(s.length(100), 1);
+    }
+
+    #[test]
+    fn output_is_cut_after_eos_only_when_asked() {
+        let mut settings = GenerationSettings {
+            max_new_tokens: 4,
+            stop_at_eos: false,
+            eos_token_id: Some(0),
+            vocab_limit: 10,
+        };
+        let mut tokens = vec![5, 0, 6, 7, 8];
+        truncate_output(&mut tokens, &settings);
+        assert_eq!(tokens, vec![5, 0, 6, 7]);
+        settings.stop_at_eos = true;
+        truncate_output(&mut tokens, &settings);
+        assert_eq!(tokens, vec![5, 0]);
+    }
+}

@@ -1,0 +1,182 @@
+//! Command line: parses arguments and hands off to the library.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dynatree::decode::{Method, Schedule, TreeParams};
+use dynatree::engine::{Engine, EngineSpec};
+use dynatree::model::{parse_device, parse_dtype, HubSettings, ModelSource};
+
+#[derive(Parser)]
+#[command(name = "dynatree", version, about = "Speculative-decoding experiments on GPT-NeoX (Pythia)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate greedily from a prompt with one decoding method.
+    Generate(GenerateArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodName {
+    Ar,
+    Linear,
+    Dynatree,
+    #[value(name = "hf_assisted")]
+    HfAssisted,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Target model: a local directory or a hub id `org/name[@revision]`.
+    #[arg(long)]
+    target: String,
+    /// Draft model (needed by every method but ar).
+    #[arg(long)]
+    draft: Option<String>,
+    /// tokenizer.json to use instead of the target's.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    method: MethodName,
+    /// linear: draft tokens per round [default: 6].
+    #[arg(long)]
+    k: Option<usize>,
+    /// dynatree: tree depth [default: 6].
+    #[arg(long)]
+    depth: Option<usize>,
+    /// dynatree: children per node [default: 2].
+    #[arg(long)]
+    branch: Option<usize>,
+    /// dynatree: prune paths whose cumulative draft probability is below this [default: 0.03].
+    #[arg(long)]
+    tau: Option<f64>,
+    /// dynatree: node budget [default: 32].
+    #[arg(long)]
+    max_nodes: Option<usize>,
+    /// hf_assisted: initial draft tokens per round [default: 5].
+    #[arg(long)]
+    num_assistant_tokens: Option<usize>,
+    /// hf_assisted: heuristic or constant [default: heuristic].
+    #[arg(long)]
+    schedule: Option<Schedule>,
+    /// hf_assisted: stop drafting after a token below this draft probability [default: 0].
+    #[arg(long)]
+    confidence_threshold: Option<f64>,
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    #[arg(long)]
+    max_new_tokens: usize,
+    /// End at the end-of-text token (by default exactly max-new-tokens are generated).
+    #[arg(long)]
+    stop_at_eos: bool,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print one JSON object instead of text and a stats line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl GenerateArgs {
+    fn method(&self) -> Result<Method> {
+        let given = |name: &str, present: bool, allowed: bool| -> Result<()> {
+            if present && !allowed {
+                bail!("--{name} does not apply to --method {}", self.method_name());
+            }
+            Ok(())
+        };
+        let (linear, tree, hf) = match self.method {
+            MethodName::Ar => (false, false, false),
+            MethodName::Linear => (true, false, false),
+            MethodName::Dynatree => (false, true, false),
+            MethodName::HfAssisted => (false, false, true),
+        };
+        given("k", self.k.is_some(), linear)?;
+        given("depth", self.depth.is_some(), tree)?;
+        given("branch", self.branch.is_some(), tree)?;
+        given("tau", self.tau.is_some(), tree)?;
+        given("max-nodes", self.max_nodes.is_some(), tree)?;
+        given("num-assistant-tokens", self.num_assistant_tokens.is_some(), hf)?;
+        given("schedule", self.schedule.is_some(), hf)?;
+        given("confidence-threshold", self.confidence_threshold.is_some(), hf)?;
+        let method = match self.method {
+            MethodName::Ar => Method::Ar,
+            MethodName::Linear => Method::Linear { k: self.k.unwrap_or(6) },
+            MethodName::Dynatree => Method::Dynatree(TreeParams {
+                depth: self.depth.unwrap_or(6),
+                branch: self.branch.unwrap_or(2),
+                tau: self.tau.unwrap_or(0.03),
+                max_nodes: self.max_nodes.unwrap_or(32),
+            }),
+            MethodName::HfAssisted => Method::HfAssisted {
+                num_assistant_tokens: self.num_assistant_tokens.unwrap_or(5),
+                schedule: self.schedule.unwrap_or(Schedule::Heuristic),
+                confidence_threshold: self.confidence_threshold.unwrap_or(0.0),
+            },
+        };
+        method.validate().map_err(anyhow::Error::msg)?;
+        Ok(method)
+    }
+
+    fn method_name(&self) -> &'static str {
+        match self.method {
+            MethodName::Ar => "ar",
+            MethodName::Linear => "linear",
+            MethodName::Dynatree => "dynatree",
+            MethodName::HfAssisted => "hf_assisted",
+        }
+    }
+
+    fn spec(&self) -> Result<EngineSpec> {
+        let source = |s: &str, flag: &str| ModelSource::parse(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        Ok(EngineSpec {
+            target: source(&self.target, "target")?,
+            draft: self.draft.as_deref().map(|d| source(d, "draft")).transpose()?,
+            tokenizer: self.tokenizer.clone(),
+            dtype: parse_dtype(&self.dtype)?,
+            device: parse_device(&self.device)?,
+        })
+    }
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let method = args.method()?;
+    if method.needs_draft() && args.draft.is_none() {
+        bail!("--method {} needs --draft", method.name());
+    }
+    let engine = Engine::load(&args.spec()?, &HubSettings::from_env()).context("loading models")?;
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => engine.encode(text)?,
+        (None, Some(ids)) => ids.clone(),
+        (None, None) => unreachable!("clap requires one of --prompt and --prompt-ids"),
+    };
+    let settings = engine.settings(args.max_new_tokens, args.stop_at_eos);
+    let generation = engine.generate(&method, &prompt, &settings)?;
+    let report = engine.report(&method, prompt, generation)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        if let Some(text) = &report.text {
+            println!("{text}");
+        } else {
+            println!("{:?}", report.tokens);
+        }
+        eprintln!("{}", report.stats_line());
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Generate(args) => generate(args),
+    }
+}

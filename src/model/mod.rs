@@ -1,0 +1,103 @@
+//! The model stage: locating checkpoints, loading GPT-NeoX weights, running blocks of tokens.
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod neox;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+pub use cache::KvCache;
+pub use config::NeoxConfig;
+pub use error::{ModelError, Result};
+pub use hub::{HubSettings, ModelSource};
+pub use neox::GptNeox;
+pub use tokenizer::TextTokenizer;
+pub use weights::WeightFiles;
+
+/// A model's files on local disk, and where they came from.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub source: ModelSource,
+    pub dir: PathBuf,
+    /// The hub commit the revision resolved to; `None` for a local directory.
+    pub commit: Option<String>,
+    pub config: PathBuf,
+    pub weights: Vec<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    pub fn resolve(source: &ModelSource, settings: &HubSettings) -> Result<Self> {
+        let (dir, commit) = match source {
+            ModelSource::Local(dir) => (dir.clone(), None),
+            ModelSource::Hub { repo, revision } => {
+                let snapshot = hub::fetch_model(repo, revision, settings)?;
+                (snapshot.dir, Some(snapshot.commit))
+            }
+        };
+        Self::in_dir(source.clone(), &dir, commit)
+    }
+
+    fn in_dir(source: ModelSource, dir: &Path, commit: Option<String>) -> Result<Self> {
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(ModelError::Io {
+                path: config,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "config.json not found"),
+            });
+        }
+        let tokenizer = Some(dir.join("tokenizer.json")).filter(|p| p.is_file());
+        Ok(Self {
+            weights: WeightFiles::locate(dir)?,
+            dir: dir.to_path_buf(),
+            source,
+            commit,
+            config,
+            tokenizer,
+        })
+    }
+
+    /// Reads the config and weights into a model on `device`.
+    pub fn load(&self, dtype: DType, device: &Device) -> Result<GptNeox> {
+        let config = NeoxConfig::from_file(&self.config)?;
+        let weights = WeightFiles::open(&self.weights)?;
+        GptNeox::load(config, &weights, dtype, device)
+    }
+}
+
+/// Parses `cpu` or `cuda[:N]`; CUDA needs the `cuda` cargo feature.
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>().map_err(|_| ModelError::Device(format!("bad CUDA ordinal in {cuda:?}"))))
+                .transpose()?
+                .unwrap_or(0);
+            if !candle_core::utils::cuda_is_available() {
+                return Err(ModelError::Device(
+                    "CUDA requested but this build has no CUDA support (rebuild with --features cuda) or no GPU is visible".into(),
+                ));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        other => Err(ModelError::Device(format!("unknown device {other:?}; expected cpu or cuda[:N]"))),
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn parse_dtype(name: &str) -> Result<DType> {
+    match name {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(ModelError::Device(format!("unknown dtype {other:?}; expected f32, f16 or bf16"))),
+    }
+}

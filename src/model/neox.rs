@@ -1,0 +1,292 @@
+//! GPT-NeoX (Pythia) causal language model on candle, forward over a tree-shaped block.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, LayerNorm, Linear};
+
+use super::cache::{BlockLayout, KvCache};
+use super::config::{Activation, NeoxConfig};
+use super::error::{ModelError, Result};
+use super::weights::WeightFiles;
+
+/// Pythia names its output head `embed_out`; checkpoints re-saved by newer transformers use `lm_head`.
+const HEAD_NAMES: [&str; 2] = ["embed_out.weight", "lm_head.weight"];
+
+pub struct GptNeox {
+    config: NeoxConfig,
+    embed_in: Embedding,
+    layers: Vec<Layer>,
+    final_norm: LayerNorm,
+    head: Linear,
+    rotary: Rotary,
+    device: Device,
+    dtype: DType,
+}
+
+struct Layer {
+    input_norm: LayerNorm,
+    post_attention_norm: LayerNorm,
+    qkv: Linear,
+    attention_out: Linear,
+    mlp_in: Linear,
+    mlp_out: Linear,
+}
+
+/// cos/sin tables for every position, `[max_positions, rotary_dims / 2]`, as transformers builds them.
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// What one layer needs to know about the block being run.
+struct BlockInputs<'a> {
+    layout: &'a BlockLayout,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+}
+
+impl GptNeox {
+    pub fn load(config: NeoxConfig, weights: &WeightFiles, dtype: DType, device: &Device) -> Result<Self> {
+        let (h, v, i) = (config.hidden_size, config.vocab_size, config.intermediate_size);
+        let get = |name: &str, shape: &[usize]| weights.tensor(name, shape, dtype, device);
+        let norm = |prefix: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm::new(
+                get(&format!("{prefix}.weight"), &[h])?,
+                get(&format!("{prefix}.bias"), &[h])?,
+                config.layer_norm_eps,
+            ))
+        };
+        let linear = |prefix: &str, out: usize, inp: usize| -> Result<Linear> {
+            Ok(Linear::new(
+                get(&format!("{prefix}.weight"), &[out, inp])?,
+                Some(get(&format!("{prefix}.bias"), &[out])?),
+            ))
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|n| {
+                let p = format!("gpt_neox.layers.{n}");
+                Ok(Layer {
+                    input_norm: norm(&format!("{p}.input_layernorm"))?,
+                    post_attention_norm: norm(&format!("{p}.post_attention_layernorm"))?,
+                    qkv: linear(&format!("{p}.attention.query_key_value"), 3 * h, h)?,
+                    attention_out: linear(&format!("{p}.attention.dense"), h, h)?,
+                    mlp_in: linear(&format!("{p}.mlp.dense_h_to_4h"), i, h)?,
+                    mlp_out: linear(&format!("{p}.mlp.dense_4h_to_h"), h, i)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head_name = HEAD_NAMES
+            .iter()
+            .find(|n| weights.contains(n))
+            .unwrap_or(&HEAD_NAMES[0]);
+        Ok(Self {
+            embed_in: Embedding::new(get("gpt_neox.embed_in.weight", &[v, h])?, h),
+            final_norm: norm("gpt_neox.final_layer_norm")?,
+            head: Linear::new(get(head_name, &[v, h])?, None),
+            rotary: Rotary::new(&config, dtype, device)?,
+            layers,
+            device: device.clone(),
+            dtype,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &NeoxConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// An empty cache for this model, pre-sized for `capacity` tokens (it grows if needed).
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        let c = &self.config;
+        KvCache::new(
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.head_dim(),
+            capacity,
+            self.dtype,
+            &self.device,
+        )
+    }
+
+    /// Runs a block of new tokens (see [`KvCache::begin_block`] for `parents`) and returns f32
+    /// logits `[tokens.len() - logits_from, vocab_size]` for the block's tokens from `logits_from` on.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        parents: &[i32],
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Tensor> {
+        if tokens.len() != parents.len() || tokens.is_empty() || logits_from >= tokens.len() {
+            return Err(ModelError::Cache(format!(
+                "block of {} tokens with {} parents and logits from {logits_from}",
+                tokens.len(),
+                parents.len()
+            )));
+        }
+        let layout = cache.begin_block(parents)?;
+        let inputs = self.block_inputs(&layout)?;
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut hidden = self.embed_in.forward(&ids)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            hidden = layer.forward(&hidden, index, &inputs, cache, &self.config)?;
+        }
+        let rows = tokens.len() - logits_from;
+        let hidden = hidden.narrow(1, logits_from, rows)?;
+        let logits = self.head.forward(&self.final_norm.forward(&hidden)?)?;
+        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?)
+    }
+
+    fn block_inputs<'a>(&self, layout: &'a BlockLayout) -> Result<BlockInputs<'a>> {
+        let (cos, sin) = self.rotary.select(&layout.positions, &self.device)?;
+        let mask = match &layout.mask {
+            Some(m) => Some(
+                Tensor::from_slice(m, (layout.positions.len(), layout.total), &self.device)?
+                    .to_dtype(self.dtype)?,
+            ),
+            None => None,
+        };
+        Ok(BlockInputs {
+            layout,
+            cos,
+            sin,
+            mask,
+        })
+    }
+}
+
+impl Layer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        index: usize,
+        inputs: &BlockInputs,
+        cache: &mut KvCache,
+        config: &NeoxConfig,
+    ) -> Result<Tensor> {
+        let attention = self.attention(&self.input_norm.forward(x)?, index, inputs, cache, config)?;
+        if config.use_parallel_residual {
+            let mlp = self.mlp(&self.post_attention_norm.forward(x)?, config)?;
+            Ok(((x + attention)? + mlp)?)
+        } else {
+            let x = (x + attention)?;
+            let mlp = self.mlp(&self.post_attention_norm.forward(&x)?, config)?;
+            Ok((x + mlp)?)
+        }
+    }
+
+    fn attention(
+        &self,
+        x: &Tensor,
+        index: usize,
+        inputs: &BlockInputs,
+        cache: &mut KvCache,
+        config: &NeoxConfig,
+    ) -> Result<Tensor> {
+        let (_, t, hidden) = x.dims3()?;
+        let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
+        // transformers splits query_key_value per head: [.., heads, 3 * head_dim].
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((1, t, heads, 3 * head_dim))?
+            .transpose(1, 2)?;
+        let rotate = |x: Tensor| apply_rotary(&x, &inputs.cos, &inputs.sin, config.rotary_dims());
+        let q = rotate(qkv.narrow(3, 0, head_dim)?)?;
+        let k = rotate(qkv.narrow(3, head_dim, head_dim)?)?;
+        let v = qkv.narrow(3, 2 * head_dim, head_dim)?.contiguous()?;
+        let layout = inputs.layout;
+        let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
+        let scores = (q.matmul(&keys.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+        let scores = match &inputs.mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+        let merged = probs
+            .matmul(&values)?
+            .transpose(1, 2)?
+            .reshape((1, t, hidden))?;
+        Ok(self.attention_out.forward(&merged)?)
+    }
+
+    fn mlp(&self, x: &Tensor, config: &NeoxConfig) -> Result<Tensor> {
+        let h = self.mlp_in.forward(x)?;
+        let h = match config.activation() {
+            Activation::GeluErf => h.gelu_erf()?,
+            Activation::GeluTanh => h.gelu()?,
+            Activation::Relu => h.relu()?,
+            Activation::Silu => candle_nn::ops::silu(&h)?,
+        };
+        Ok(self.mlp_out.forward(&h)?)
+    }
+}
+
+/// Rotates the first `dims` channels of each head (rotate-half form), leaves the rest.
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, dims: usize) -> Result<Tensor> {
+    let head_dim = x.dim(D::Minus1)?;
+    if dims == 0 {
+        return Ok(x.contiguous()?);
+    }
+    let rotated = candle_nn::rotary_emb::rope(&x.narrow(3, 0, dims)?.contiguous()?, cos, sin)?;
+    if dims == head_dim {
+        return Ok(rotated);
+    }
+    let pass = x.narrow(3, dims, head_dim - dims)?;
+    Ok(Tensor::cat(&[&rotated, &pass], 3)?.contiguous()?)
+}
+
+impl Rotary {
+    fn new(config: &NeoxConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let dims = config.rotary_dims();
+        let half = (dims / 2).max(1);
+        let positions = config.max_position_embeddings;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (config.rotary_emb_base as f32).powf((2 * i) as f32 / dims.max(1) as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (positions, half), device)?.to_dtype(dtype)?)
+        };
+        Ok(Self {
+            cos: table(cos)?,
+            sin: table(sin)?,
+        })
+    }
+
+    /// Rows of the tables for the given positions, `[t, dims / 2]`.
+    fn select(&self, positions: &[u32], device: &Device) -> Result<(Tensor, Tensor)> {
+        let max = self.cos.dim(0)?;
+        let last = *positions.iter().max().expect("non-empty block") as usize;
+        if last >= max {
+            return Err(ModelError::TooLong {
+                needed: last + 1,
+                max,
+            });
+        }
+        let first = positions[0] as usize;
+        let contiguous = positions.iter().enumerate().all(|(i, &p)| p as usize == first + i);
+        if contiguous {
+            let t = positions.len();
+            return Ok((self.cos.narrow(0, first, t)?, self.sin.narrow(0, first, t)?));
+        }
+        let index = Tensor::new(positions, device)?;
+        Ok((self.cos.index_select(&index, 0)?, self.sin.index_select(&index, 0)?))
+    }
+}
