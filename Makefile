@@ -1,0 +1,44 @@
+# dynatree: `make demo` runs the main job on the default, `make test` runs every check CI runs.
+CARGO ?= cargo
+FIXTURE ?= ../shared/fixtures/tiny-neox
+PROMPT_IDS ?= 510,264,285,2035,262,1167,282,262,6075,12,285,10116
+
+.PHONY: all build test fmt-check clippy unit demo bench bench-hf clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+test: fmt-check clippy unit
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test
+
+# Every method on the trained fixture pair; each must print AR's tokens.
+demo: build
+	@for m in ar linear dynatree hf_assisted; do \
+	  ./target/debug/dynatree generate --target $(FIXTURE)/target --draft $(FIXTURE)/draft \
+	    --method $$m --prompt "The history of the city" --max-new-tokens 48; \
+	done
+
+# Tokens/s of each method on the fixture pair (f32, CPU); BENCH_ARGS="--pythia-410m" adds a
+# randomly initialised checkpoint of Pythia-410M's shape.
+bench:
+	$(CARGO) bench --bench engine -- $(BENCH_ARGS)
+
+# The same measurements with Hugging Face transformers (needs PYTHON with torch + transformers).
+PYTHON ?= python3
+THREADS ?= 2
+bench-hf:
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON) benches/hf_reference.py generate \
+	  --model $(FIXTURE)/target --threads $(THREADS) --max-new-tokens 128 --repeats 5 --warmup 2
+
+clean:
+	$(CARGO) clean
