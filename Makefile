@@ -1,7 +1,6 @@
 # dynatree: `make demo` runs the main job on the default, `make test` runs every check CI runs.
 CARGO ?= cargo
 FIXTURE ?= ../shared/fixtures/tiny-neox
-PROMPT_IDS ?= 510,264,285,2035,262,1167,282,262,6075,12,285,10116
 
 .PHONY: all build test fmt-check clippy unit demo bench bench-hf clean
 

@@ -44,13 +44,22 @@ impl Engine {
     pub fn load(spec: &EngineSpec, hub: &HubSettings) -> Result<Self, EngineError> {
         let target_files = ModelFiles::resolve(&spec.target, hub)?;
         let target = target_files.load(spec.dtype, &spec.device)?;
-        let draft_files = spec.draft.as_ref().map(|d| ModelFiles::resolve(d, hub)).transpose()?;
+        let draft_files = spec
+            .draft
+            .as_ref()
+            .map(|d| ModelFiles::resolve(d, hub))
+            .transpose()?;
         let draft = draft_files
             .as_ref()
             .map(|f| f.load(spec.dtype, &spec.device))
             .transpose()?;
-        let tokenizer_path = spec.tokenizer.clone().or_else(|| target_files.tokenizer.clone());
-        let tokenizer = tokenizer_path.map(|p| TextTokenizer::from_file(&p)).transpose()?;
+        let tokenizer_path = spec
+            .tokenizer
+            .clone()
+            .or_else(|| target_files.tokenizer.clone());
+        let tokenizer = tokenizer_path
+            .map(|p| TextTokenizer::from_file(&p))
+            .transpose()?;
         let engine = Self {
             target,
             draft,
@@ -90,7 +99,9 @@ impl Engine {
     /// Ids the models may emit: the tokenizer's, never the embedding's padding rows.
     pub fn vocab_limit(&self) -> usize {
         let model_vocab = self.target.config().vocab_size;
-        self.tokenizer.as_ref().map_or(model_vocab, |t| t.vocab_size().min(model_vocab))
+        self.tokenizer
+            .as_ref()
+            .map_or(model_vocab, |t| t.vocab_size().min(model_vocab))
     }
 
     pub fn settings(&self, max_new_tokens: usize, stop_at_eos: bool) -> GenerationSettings {
@@ -113,12 +124,28 @@ impl Engine {
             .ok_or_else(|| EngineError::NoTokenizer(self.target_files.dir.display().to_string()))
     }
 
-    pub fn generate(&self, method: &Method, prompt: &[u32], settings: &GenerationSettings) -> Result<Generation, EngineError> {
-        Ok(decode::generate(method, &self.target, self.draft.as_ref(), prompt, settings)?)
+    pub fn generate(
+        &self,
+        method: &Method,
+        prompt: &[u32],
+        settings: &GenerationSettings,
+    ) -> Result<Generation, EngineError> {
+        Ok(decode::generate(
+            method,
+            &self.target,
+            self.draft.as_ref(),
+            prompt,
+            settings,
+        )?)
     }
 
     /// A generation with everything `dynatree generate --json` reports.
-    pub fn report(&self, method: &Method, prompt: Vec<u32>, generation: Generation) -> Result<GenerateReport, EngineError> {
+    pub fn report(
+        &self,
+        method: &Method,
+        prompt: Vec<u32>,
+        generation: Generation,
+    ) -> Result<GenerateReport, EngineError> {
         let text = match &self.tokenizer {
             Some(t) => Some(t.decode(&generation.tokens)?),
             None => None,

@@ -9,7 +9,11 @@ use dynatree::engine::{Engine, EngineSpec};
 use dynatree::model::{parse_device, parse_dtype, HubSettings, ModelSource};
 
 #[derive(Parser)]
-#[command(name = "dynatree", version, about = "Speculative-decoding experiments on GPT-NeoX (Pythia)")]
+#[command(
+    name = "dynatree",
+    version,
+    about = "Speculative-decoding experiments on GPT-NeoX (Pythia)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,11 @@ struct GenerateArgs {
     /// hf_assisted: stop drafting after a token below this draft probability [default: 0].
     #[arg(long)]
     confidence_threshold: Option<f64>,
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(
+        long,
+        conflicts_with = "prompt_ids",
+        required_unless_present = "prompt_ids"
+    )]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids.
     #[arg(long, value_delimiter = ',')]
@@ -105,12 +113,22 @@ impl GenerateArgs {
         given("branch", self.branch.is_some(), tree)?;
         given("tau", self.tau.is_some(), tree)?;
         given("max-nodes", self.max_nodes.is_some(), tree)?;
-        given("num-assistant-tokens", self.num_assistant_tokens.is_some(), hf)?;
+        given(
+            "num-assistant-tokens",
+            self.num_assistant_tokens.is_some(),
+            hf,
+        )?;
         given("schedule", self.schedule.is_some(), hf)?;
-        given("confidence-threshold", self.confidence_threshold.is_some(), hf)?;
+        given(
+            "confidence-threshold",
+            self.confidence_threshold.is_some(),
+            hf,
+        )?;
         let method = match self.method {
             MethodName::Ar => Method::Ar,
-            MethodName::Linear => Method::Linear { k: self.k.unwrap_or(6) },
+            MethodName::Linear => Method::Linear {
+                k: self.k.unwrap_or(6),
+            },
             MethodName::Dynatree => Method::Dynatree(TreeParams {
                 depth: self.depth.unwrap_or(6),
                 branch: self.branch.unwrap_or(2),
@@ -137,10 +155,16 @@ impl GenerateArgs {
     }
 
     fn spec(&self) -> Result<EngineSpec> {
-        let source = |s: &str, flag: &str| ModelSource::parse(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        let source = |s: &str, flag: &str| {
+            ModelSource::parse(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        };
         Ok(EngineSpec {
             target: source(&self.target, "target")?,
-            draft: self.draft.as_deref().map(|d| source(d, "draft")).transpose()?,
+            draft: self
+                .draft
+                .as_deref()
+                .map(|d| source(d, "draft"))
+                .transpose()?,
             tokenizer: self.tokenizer.clone(),
             dtype: parse_dtype(&self.dtype)?,
             device: parse_device(&self.device)?,
@@ -175,8 +199,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
         Command::Generate(args) => generate(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the cause chain on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

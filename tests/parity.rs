@@ -11,7 +11,9 @@ const TOLERANCE: f32 = 1e-4;
 fn last_logits(model: &GptNeox, prompt: &[u32]) -> Vec<f32> {
     let mut cache = model.new_cache(prompt.len()).unwrap();
     let parents: Vec<i32> = (0..prompt.len() as i32).map(|j| j - 1).collect();
-    let logits = model.forward(prompt, &parents, &mut cache, prompt.len() - 1).unwrap();
+    let logits = model
+        .forward(prompt, &parents, &mut cache, prompt.len() - 1)
+        .unwrap();
     logits.flatten_all().unwrap().to_vec1().unwrap()
 }
 
@@ -19,10 +21,22 @@ fn last_logits(model: &GptNeox, prompt: &[u32]) -> Vec<f32> {
 fn last_position_logits_match_transformers() {
     let p = pair();
     for (i, case) in reference().cases.iter().enumerate() {
-        let target = max_abs_diff(&last_logits(&p.target, &case.prompt_ids), &case.target_last_logits);
-        let draft = max_abs_diff(&last_logits(&p.draft, &case.prompt_ids), &case.draft_last_logits);
-        assert!(target <= TOLERANCE, "case {i}: target logits differ by {target}");
-        assert!(draft <= TOLERANCE, "case {i}: draft logits differ by {draft}");
+        let target = max_abs_diff(
+            &last_logits(&p.target, &case.prompt_ids),
+            &case.target_last_logits,
+        );
+        let draft = max_abs_diff(
+            &last_logits(&p.draft, &case.prompt_ids),
+            &case.draft_last_logits,
+        );
+        assert!(
+            target <= TOLERANCE,
+            "case {i}: target logits differ by {target}"
+        );
+        assert!(
+            draft <= TOLERANCE,
+            "case {i}: draft logits differ by {draft}"
+        );
     }
 }
 
@@ -31,15 +45,28 @@ fn one_tree_pass_matches_per_path_causal_logits() {
     let target = &pair().target;
     for (i, case) in reference().cases.iter().enumerate() {
         let prompt = &case.prompt_ids;
-        let mut cache = target.new_cache(prompt.len() + case.tree.tokens.len()).unwrap();
+        let mut cache = target
+            .new_cache(prompt.len() + case.tree.tokens.len())
+            .unwrap();
         let chain: Vec<i32> = (0..prompt.len() as i32).map(|j| j - 1).collect();
-        target.forward(prompt, &chain, &mut cache, prompt.len() - 1).unwrap();
+        target
+            .forward(prompt, &chain, &mut cache, prompt.len() - 1)
+            .unwrap();
         cache.commit_all().unwrap();
-        let logits = target.forward(&case.tree.tokens, &case.tree.parents, &mut cache, 0).unwrap();
+        let logits = target
+            .forward(&case.tree.tokens, &case.tree.parents, &mut cache, 0)
+            .unwrap();
         let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
-        for (node, (ours, theirs)) in rows.iter().zip(&case.tree.target_logits_per_node).enumerate() {
+        for (node, (ours, theirs)) in rows
+            .iter()
+            .zip(&case.tree.target_logits_per_node)
+            .enumerate()
+        {
             let diff = max_abs_diff(ours, theirs);
-            assert!(diff <= TOLERANCE, "case {i} node {node}: logits differ by {diff}");
+            assert!(
+                diff <= TOLERANCE,
+                "case {i} node {node}: logits differ by {diff}"
+            );
         }
     }
 }
@@ -50,9 +77,11 @@ fn ar_matches_transformers_greedy_on_target_and_draft() {
     for (i, case) in reference().cases.iter().enumerate() {
         let n = case.target_greedy.len();
         let settings = common::settings(n);
-        let target = decode::generate(&Method::Ar, &p.target, None, &case.prompt_ids, &settings).unwrap();
+        let target =
+            decode::generate(&Method::Ar, &p.target, None, &case.prompt_ids, &settings).unwrap();
         assert_eq!(target.tokens, case.target_greedy, "case {i}: target");
-        let draft = decode::generate(&Method::Ar, &p.draft, None, &case.prompt_ids, &settings).unwrap();
+        let draft =
+            decode::generate(&Method::Ar, &p.draft, None, &case.prompt_ids, &settings).unwrap();
         assert_eq!(draft.tokens, case.draft_greedy, "case {i}: draft");
         assert_eq!(target.target_passes, n);
         assert!(target.rounds.is_empty());
@@ -74,7 +103,10 @@ fn hf_assisted_matches_transformers_round_by_round() {
             let g = run(&method, &case.prompt_ids, expected.tokens.len());
             assert_eq!(g.tokens, expected.tokens, "case {i} {schedule:?}: tokens");
             let accepted: Vec<usize> = g.rounds.iter().map(|r| r.accepted).collect();
-            assert_eq!(accepted, expected.num_matches_per_iteration, "case {i} {schedule:?}: accepted per round");
+            assert_eq!(
+                accepted, expected.num_matches_per_iteration,
+                "case {i} {schedule:?}: accepted per round"
+            );
         }
     }
 }
@@ -83,9 +115,16 @@ fn hf_assisted_matches_transformers_round_by_round() {
 fn linear_is_lossless_for_every_k() {
     for (i, case) in reference().cases.iter().enumerate() {
         for k in [1, 4, 6, 7] {
-            let g = run(&Method::Linear { k }, &case.prompt_ids, case.target_greedy.len());
+            let g = run(
+                &Method::Linear { k },
+                &case.prompt_ids,
+                case.target_greedy.len(),
+            );
             assert_eq!(g.tokens, case.target_greedy, "case {i} k={k}");
-            assert!(g.rounds.iter().all(|r| r.drafted <= k && r.accepted <= r.drafted));
+            assert!(g
+                .rounds
+                .iter()
+                .all(|r| r.drafted <= k && r.accepted <= r.drafted));
             assert_eq!(g.rounds.len(), g.target_passes);
         }
     }
@@ -93,7 +132,14 @@ fn linear_is_lossless_for_every_k() {
 
 #[test]
 fn dynatree_is_lossless_across_shapes() {
-    let shapes = [(6, 2, 0.03, 32), (7, 2, 0.05, 32), (3, 3, 0.0, 16), (4, 4, 0.01, 8), (8, 2, 0.1, 64), (2, 1, 0.0, 2)];
+    let shapes = [
+        (6, 2, 0.03, 32),
+        (7, 2, 0.05, 32),
+        (3, 3, 0.0, 16),
+        (4, 4, 0.01, 8),
+        (8, 2, 0.1, 64),
+        (2, 1, 0.0, 2),
+    ];
     for (i, case) in reference().cases.iter().enumerate() {
         for (depth, branch, tau, max_nodes) in shapes {
             let method = Method::Dynatree(TreeParams {
@@ -104,7 +150,10 @@ fn dynatree_is_lossless_across_shapes() {
             });
             let g = run(&method, &case.prompt_ids, case.target_greedy.len());
             assert_eq!(g.tokens, case.target_greedy, "case {i} {method:?}");
-            assert!(g.rounds.iter().all(|r| r.drafted <= max_nodes && r.accepted <= depth));
+            assert!(g
+                .rounds
+                .iter()
+                .all(|r| r.drafted <= max_nodes && r.accepted <= depth));
         }
     }
 }
@@ -113,6 +162,9 @@ fn dynatree_is_lossless_across_shapes() {
 fn pythia_tokenizer_encodes_hello_world() {
     let path = common::fixture_dir().join("../../tokenizers/pythia/tokenizer.json");
     let tokenizer = dynatree::model::TextTokenizer::from_file(&path).unwrap();
-    assert_eq!(tokenizer.encode("Hello world!").unwrap(), vec![12092, 1533, 2]);
+    assert_eq!(
+        tokenizer.encode("Hello world!").unwrap(),
+        vec![12092, 1533, 2]
+    );
     assert_eq!(tokenizer.decode(&[12092, 1533, 2]).unwrap(), "Hello world!");
 }

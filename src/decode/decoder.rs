@@ -48,11 +48,19 @@ impl<'m> Decoder<'m> {
         let mut tokens = self.seq[committed..].to_vec();
         tokens.extend(&tree.tokens);
         let mut parents: Vec<i32> = (0..pending as i32).map(|j| j - 1).collect();
-        parents.extend(tree.parents.iter().map(|p| p.map_or(pending as i32 - 1, |p| (pending + p) as i32)));
-        let logits = self.target.forward(&tokens, &parents, &mut self.target_cache, pending - 1)?;
+        parents.extend(
+            tree.parents
+                .iter()
+                .map(|p| p.map_or(pending as i32 - 1, |p| (pending + p) as i32)),
+        );
+        let logits = self
+            .target
+            .forward(&tokens, &parents, &mut self.target_cache, pending - 1)?;
         let choices = argmax_rows(&logits, self.vocab)?;
         let (path, next) = tree.accept(|at| choices[at.map_or(0, |n| n + 1)]);
-        let kept: Vec<usize> = (0..pending).chain(path.iter().map(|&n| pending + n)).collect();
+        let kept: Vec<usize> = (0..pending)
+            .chain(path.iter().map(|&n| pending + n))
+            .collect();
         self.target_cache.commit(&kept)?;
         if let Some((_, cache)) = &mut self.draft {
             let fed: Vec<usize> = path.iter().map_while(|&n| tree.draft_slots[n]).collect();
@@ -71,7 +79,10 @@ impl<'m> Decoder<'m> {
             return Ok(tree);
         }
         let mut logits = self.draft_catch_up()?;
-        let (model, cache) = self.draft.as_mut().expect("draft_catch_up checked the draft");
+        let (model, cache) = self
+            .draft
+            .as_mut()
+            .expect("draft_catch_up checked the draft");
         loop {
             let token = argmax_rows(&logits, self.vocab)?[0];
             let node = tree.push(token, tree.len().checked_sub(1));
@@ -80,7 +91,8 @@ impl<'m> Decoder<'m> {
             if tree.len() == k || !confident {
                 return Ok(tree);
             }
-            let parent = tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32);
+            let parent =
+                tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32);
             tree.draft_slots[node] = Some(cache.speculative_len());
             logits = model.forward(&[token], &[parent], cache, 0)?;
         }
@@ -123,15 +135,23 @@ impl<'m> Decoder<'m> {
     }
 
     /// Runs one level of tree nodes through the draft; returns their logits.
-    fn draft_level(&mut self, tree: &mut DraftTree, frontier: &[(Option<usize>, f64)]) -> Result<Tensor> {
-        let (model, cache) = self.draft.as_mut().expect("draft_catch_up checked the draft");
+    fn draft_level(
+        &mut self,
+        tree: &mut DraftTree,
+        frontier: &[(Option<usize>, f64)],
+    ) -> Result<Tensor> {
+        let (model, cache) = self
+            .draft
+            .as_mut()
+            .expect("draft_catch_up checked the draft");
         let first_slot = cache.speculative_len();
         let mut tokens = Vec::with_capacity(frontier.len());
         let mut parents = Vec::with_capacity(frontier.len());
         for (j, &(node, _)) in frontier.iter().enumerate() {
             let node = node.expect("frontier holds tree nodes");
             tokens.push(tree.tokens[node]);
-            parents.push(tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32));
+            parents
+                .push(tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32));
             tree.draft_slots[node] = Some(first_slot + j);
         }
         model.forward(&tokens, &parents, cache, 0)
@@ -154,12 +174,19 @@ impl<'m> Decoder<'m> {
 /// Greedy choice per logit row, restricted to the first `vocab` ids.
 pub fn argmax_rows(logits: &Tensor, vocab: usize) -> Result<Vec<u32>> {
     let vocab = vocab.min(logits.dim(1)?);
-    Ok(logits.narrow(1, 0, vocab)?.argmax_keepdim(1)?.flatten_all()?.to_vec1()?)
+    Ok(logits
+        .narrow(1, 0, vocab)?
+        .argmax_keepdim(1)?
+        .flatten_all()?
+        .to_vec1()?)
 }
 
 /// Softmax probability of `token` in a single logit row.
 fn probability_of(logits: &Tensor, token: u32, vocab: usize) -> Result<f64> {
-    let row: Vec<f32> = logits.narrow(1, 0, vocab.min(logits.dim(1)?))?.flatten_all()?.to_vec1()?;
+    let row: Vec<f32> = logits
+        .narrow(1, 0, vocab.min(logits.dim(1)?))?
+        .flatten_all()?
+        .to_vec1()?;
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
     Ok((row[token as usize] as f64 - max).exp() / sum)

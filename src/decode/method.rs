@@ -18,7 +18,9 @@ impl std::str::FromStr for Schedule {
         match s {
             "heuristic" => Ok(Self::Heuristic),
             "constant" => Ok(Self::Constant),
-            other => Err(format!("unknown schedule {other:?}; expected heuristic or constant")),
+            other => Err(format!(
+                "unknown schedule {other:?}; expected heuristic or constant"
+            )),
         }
     }
 }
@@ -94,7 +96,10 @@ impl Method {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(format!("{} {name} must be within [0, 1], got {v}", self.name()))
+                Err(format!(
+                    "{} {name} must be within [0, 1], got {v}",
+                    self.name()
+                ))
             }
         };
         match *self {
@@ -143,7 +148,10 @@ mod tests {
 
     #[test]
     fn validation_names_the_parameter() {
-        assert!(Method::Linear { k: 0 }.validate().unwrap_err().contains("k"));
+        assert!(Method::Linear { k: 0 }
+            .validate()
+            .unwrap_err()
+            .contains("k"));
         let bad_tau = Method::Dynatree(TreeParams {
             depth: 3,
             branch: 2,

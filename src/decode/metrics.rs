@@ -31,7 +31,8 @@ impl Metrics {
             new_tokens,
             wall_s: g.wall_s,
             ttft_ms: g.ttft_s * 1e3,
-            tpot_ms: (new_tokens > 1).then(|| (g.wall_s - g.ttft_s) * 1e3 / (new_tokens - 1) as f64),
+            tpot_ms: (new_tokens > 1)
+                .then(|| (g.wall_s - g.ttft_s) * 1e3 / (new_tokens - 1) as f64),
             tokens_per_s: ratio(new_tokens as f64, g.wall_s),
             tokens_per_round: ratio(new_tokens as f64, g.target_passes as f64),
             acceptance_rate: (drafted > 0).then(|| accepted as f64 / drafted as f64),

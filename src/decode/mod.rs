@@ -79,7 +79,8 @@ pub fn generate(
         Method::Dynatree(p) => p.max_nodes + 1,
         Method::HfAssisted { .. } => settings.max_new_tokens + 1,
     };
-    let capacity = prompt.len() + settings.max_new_tokens + max_block.min(settings.max_new_tokens + 1);
+    let capacity =
+        prompt.len() + settings.max_new_tokens + max_block.min(settings.max_new_tokens + 1);
     let mut decoder = Decoder::new(target, draft, prompt, settings.vocab_limit, capacity)?;
     let mut schedule = DraftSchedule::new(method);
     let mut rounds = Vec::new();
@@ -91,7 +92,13 @@ pub fn generate(
         let tree = match (method, schedule.length(remaining)) {
             (Method::Ar, _) => Default::default(),
             (Method::Dynatree(p), depth) => decoder.draft_tree(&TreeParams { depth, ..*p })?,
-            (Method::HfAssisted { confidence_threshold, .. }, k) => decoder.draft_chain(k, *confidence_threshold)?,
+            (
+                Method::HfAssisted {
+                    confidence_threshold,
+                    ..
+                },
+                k,
+            ) => decoder.draft_chain(k, *confidence_threshold)?,
             (Method::Linear { .. }, k) => decoder.draft_chain(k, 0.0)?,
         };
         let verify_start = Instant::now();
@@ -107,7 +114,8 @@ pub fn generate(
                 verify_s: verify_start.elapsed().as_secs_f64(),
             });
         }
-        if settings.stop_at_eos && reached_eos(&decoder.seq[prompt.len()..], settings.eos_token_id) {
+        if settings.stop_at_eos && reached_eos(&decoder.seq[prompt.len()..], settings.eos_token_id)
+        {
             break;
         }
     }
@@ -122,7 +130,12 @@ pub fn generate(
     })
 }
 
-fn check_inputs(method: &Method, target: &GptNeox, draft: Option<&GptNeox>, prompt: &[u32]) -> Result<(), DecodeError> {
+fn check_inputs(
+    method: &Method,
+    target: &GptNeox,
+    draft: Option<&GptNeox>,
+    prompt: &[u32],
+) -> Result<(), DecodeError> {
     method.validate().map_err(DecodeError::InvalidParams)?;
     if method.needs_draft() && draft.is_none() {
         return Err(DecodeError::MissingDraft(method.name()));
@@ -147,7 +160,10 @@ fn reached_eos(tokens: &[u32], eos: Option<u32>) -> bool {
 fn truncate_output(tokens: &mut Vec<u32>, settings: &GenerationSettings) {
     tokens.truncate(settings.max_new_tokens);
     if settings.stop_at_eos {
-        if let Some(at) = settings.eos_token_id.and_then(|e| tokens.iter().position(|&t| t == e)) {
+        if let Some(at) = settings
+            .eos_token_id
+            .and_then(|e| tokens.iter().position(|&t| t == e))
+        {
             tokens.truncate(at + 1);
         }
     }
@@ -182,7 +198,11 @@ impl DraftSchedule {
     /// transformers' heuristic compares the accepted count with the tokens actually drafted.
     fn update(&mut self, drafted: usize, accepted: usize) {
         if self.heuristic {
-            self.next = if accepted == drafted { self.next + 2 } else { self.next.saturating_sub(1).max(1) };
+            self.next = if accepted == drafted {
+                self.next + 2
+            } else {
+                self.next.saturating_sub(1).max(1)
+            };
         }
     }
 }

@@ -71,7 +71,12 @@ pub struct Candidate {
 pub fn top_k_log_probs(logits: &[f32], vocab: usize, k: usize) -> Vec<(u32, f64)> {
     let row = &logits[..vocab.min(logits.len())];
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let log_sum = row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    let log_sum = row
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     for (id, &l) in row.iter().enumerate() {
         if best.len() == k && best.last().is_some_and(|&(_, worst)| l <= worst) {
@@ -81,12 +86,18 @@ pub fn top_k_log_probs(logits: &[f32], vocab: usize, k: usize) -> Vec<(u32, f64)
         best.insert(at, (id as u32, l));
         best.truncate(k);
     }
-    best.into_iter().map(|(id, l)| (id, l as f64 - log_sum)).collect()
+    best.into_iter()
+        .map(|(id, l)| (id, l as f64 - log_sum))
+        .collect()
 }
 
 /// One level of DynaTree growth: keeps candidates whose cumulative probability reaches `tau`,
 /// most probable first, at most `budget` of them (stable for equal probabilities).
-pub fn select_level(mut candidates: Vec<Candidate>, params: &TreeParams, budget: usize) -> Vec<Candidate> {
+pub fn select_level(
+    mut candidates: Vec<Candidate>,
+    params: &TreeParams,
+    budget: usize,
+) -> Vec<Candidate> {
     let floor = params.tau.ln();
     candidates.retain(|c| c.log_prob >= floor);
     candidates.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
@@ -141,7 +152,11 @@ mod tests {
             token,
             log_prob: p.ln(),
         };
-        let kept = select_level(vec![c(1, 0.05), c(2, 0.5), c(3, 0.3), c(4, 0.2)], &params, 2);
+        let kept = select_level(
+            vec![c(1, 0.05), c(2, 0.5), c(3, 0.3), c(4, 0.2)],
+            &params,
+            2,
+        );
         let tokens: Vec<u32> = kept.iter().map(|c| c.token).collect();
         assert_eq!(tokens, vec![2, 3]);
     }

@@ -45,8 +45,12 @@ impl KvCache {
     ) -> Result<Self> {
         let capacity = capacity.max(1);
         let alloc = || Tensor::zeros((1, heads, capacity, head_dim), dtype, device);
-        let keys = (0..layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?;
-        let values = (0..layers).map(|_| alloc()).collect::<candle_core::Result<_>>()?;
+        let keys = (0..layers)
+            .map(|_| alloc())
+            .collect::<candle_core::Result<_>>()?;
+        let values = (0..layers)
+            .map(|_| alloc())
+            .collect::<candle_core::Result<_>>()?;
         Ok(Self {
             keys,
             values,
@@ -280,13 +284,22 @@ mod tests {
     fn grows_past_capacity_keeping_contents() {
         let mut c = cache();
         let layout = c.begin_block(&[-1, 0, 1]).unwrap();
-        let kv = Tensor::arange(0f32, 6.0, &Device::Cpu).unwrap().reshape((1, 1, 3, 2)).unwrap();
+        let kv = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 2))
+            .unwrap();
         c.write(0, &kv, &kv, layout.offset, layout.total).unwrap();
         c.commit_all().unwrap();
         c.begin_block(&[-1, 0, 1]).unwrap();
         assert!(c.capacity() >= 6);
         let (k, _) = c.layer(0).unwrap();
-        let first: Vec<f32> = k.narrow(2, 0, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let first: Vec<f32> = k
+            .narrow(2, 0, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(first, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     }
 }

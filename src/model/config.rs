@@ -72,7 +72,8 @@ impl NeoxConfig {
             path: path.to_path_buf(),
             message,
         };
-        let mut raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         check_architecture(&raw, path)?;
         lift_rope_parameters(&mut raw);
         let config: NeoxConfig = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
@@ -130,7 +131,10 @@ fn lift_rope_parameters(raw: &mut serde_json::Value) {
     let Some(map) = raw.as_object_mut() else {
         return;
     };
-    for (nested, top) in [("partial_rotary_factor", "rotary_pct"), ("rope_theta", "rotary_emb_base")] {
+    for (nested, top) in [
+        ("partial_rotary_factor", "rotary_pct"),
+        ("rope_theta", "rotary_emb_base"),
+    ] {
         if let Some(value) = rope.get(nested) {
             if !map.contains_key(top) && !map.contains_key(nested) {
                 map.insert(top.to_string(), value.clone());
@@ -146,8 +150,7 @@ fn check_architecture(raw: &serde_json::Value, path: &Path) -> Result<()> {
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
         .unwrap_or_default();
-    let is_neox =
-        model_type == Some("gpt_neox") || architectures.contains(&"GPTNeoXForCausalLM");
+    let is_neox = model_type == Some("gpt_neox") || architectures.contains(&"GPTNeoXForCausalLM");
     if is_neox {
         return Ok(());
     }
@@ -185,10 +188,15 @@ mod tests {
 
     #[test]
     fn rejects_other_architectures_by_name() {
-        let text = PYTHIA_70M.replace("gpt_neox", "llama").replace("GPTNeoX", "Llama");
+        let text = PYTHIA_70M
+            .replace("gpt_neox", "llama")
+            .replace("GPTNeoX", "Llama");
         let err = NeoxConfig::from_json(&text, Path::new("m/config.json")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("m/config.json") && msg.contains("llama"), "{msg}");
+        assert!(
+            msg.contains("m/config.json") && msg.contains("llama"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -197,14 +205,20 @@ mod tests {
         let msg = NeoxConfig::from_json(&text, Path::new("x/config.json"))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("x/config.json") && msg.contains("rotary_pct"), "{msg}");
+        assert!(
+            msg.contains("x/config.json") && msg.contains("rotary_pct"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn reads_transformers5_nested_rope_parameters() {
         let text = PYTHIA_70M
             .replace("\"rotary_emb_base\": 10000,", "")
-            .replace("\"rotary_pct\": 0.25,", "\"rope_parameters\": {\"partial_rotary_factor\": 0.5, \"rope_theta\": 500.0},");
+            .replace(
+                "\"rotary_pct\": 0.25,",
+                "\"rope_parameters\": {\"partial_rotary_factor\": 0.5, \"rope_theta\": 500.0},",
+            );
         let c = NeoxConfig::from_json(&text, Path::new("config.json")).unwrap();
         assert_eq!((c.rotary_pct, c.rotary_emb_base), (0.5, 500.0));
     }

@@ -19,7 +19,9 @@ pub enum ModelError {
     WeightFile { path: PathBuf, message: String },
     #[error("{files}: missing tensor {tensor}")]
     MissingTensor { files: String, tensor: String },
-    #[error("{path}: tensor {tensor} has shape {actual:?}, expected {expected:?} from config.json")]
+    #[error(
+        "{path}: tensor {tensor} has shape {actual:?}, expected {expected:?} from config.json"
+    )]
     ShapeMismatch {
         path: PathBuf,
         tensor: String,

@@ -93,11 +93,17 @@ const WEIGHT_CANDIDATES: [&str; 4] = [
     "pytorch_model.bin.index.json",
 ];
 
-/// Makes config, tokenizer and weights of a hub model available locally.
+/// Makes config, tokenizer and weights of a hub model available locally. Offline, or when the
+/// hub cannot be reached, a complete cached snapshot of the revision is used instead.
 pub fn fetch_model(repo: &str, revision: &str, settings: &HubSettings) -> Result<HubSnapshot> {
     if settings.offline {
         return cached_snapshot(repo, revision, settings);
     }
+    download_snapshot(repo, revision, settings)
+        .or_else(|online| cached_snapshot(repo, revision, settings).map_err(|_| online))
+}
+
+fn download_snapshot(repo: &str, revision: &str, settings: &HubSettings) -> Result<HubSnapshot> {
     let hub_err = |file: &str, message: String| ModelError::Hub {
         repo: repo.to_string(),
         revision: revision.to_string(),
@@ -109,8 +115,14 @@ pub fn fetch_model(repo: &str, revision: &str, settings: &HubSettings) -> Result
         .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
         .map_err(|e| hub_err("<api>", e.to_string()))?;
-    let api_repo = api.repo(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()));
-    let info = api_repo.info().map_err(|e| hub_err("<repo info>", e.to_string()))?;
+    let api_repo = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        revision.to_string(),
+    ));
+    let info = api_repo
+        .info()
+        .map_err(|e| hub_err("<repo info>", e.to_string()))?;
     let present: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let mut wanted = vec!["config.json".to_string()];
     if present.contains(&"tokenizer.json") {
@@ -119,18 +131,31 @@ pub fn fetch_model(repo: &str, revision: &str, settings: &HubSettings) -> Result
     let weights = WEIGHT_CANDIDATES
         .iter()
         .find(|c| present.contains(c))
-        .ok_or_else(|| hub_err("<weights>", format!("none of {WEIGHT_CANDIDATES:?} in the repo")))?;
+        .ok_or_else(|| {
+            hub_err(
+                "<weights>",
+                format!("none of {WEIGHT_CANDIDATES:?} in the repo"),
+            )
+        })?;
     wanted.push(weights.to_string());
     let mut dir = None;
     for file in &wanted {
-        let path = api_repo.get(file).map_err(|e| hub_err(file, e.to_string()))?;
+        let path = api_repo
+            .get(file)
+            .map_err(|e| hub_err(file, e.to_string()))?;
         dir = path.parent().map(Path::to_path_buf);
     }
     if weights.ends_with(".index.json") {
         let dir = dir.clone().expect("at least one file fetched");
         for shard in super::weights::WeightFiles::locate(&dir).unwrap_or_default() {
-            let name = shard.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            api_repo.get(&name).map_err(|e| hub_err(&name, e.to_string()))?;
+            let name = shard
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            api_repo
+                .get(&name)
+                .map_err(|e| hub_err(&name, e.to_string()))?;
         }
     }
     Ok(HubSnapshot {
@@ -141,9 +166,9 @@ pub fn fetch_model(repo: &str, revision: &str, settings: &HubSettings) -> Result
 
 /// Resolves a revision in the cache alone (`refs/<revision>`, or a commit hash itself).
 pub fn cached_snapshot(repo: &str, revision: &str, settings: &HubSettings) -> Result<HubSnapshot> {
-    let repo_dir = settings
-        .cache_dir
-        .join(Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()).folder_name());
+    let repo_dir = settings.cache_dir.join(
+        Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string()).folder_name(),
+    );
     let missing = |message: String| ModelError::Hub {
         repo: repo.to_string(),
         revision: revision.to_string(),
@@ -163,8 +188,11 @@ pub fn cached_snapshot(repo: &str, revision: &str, settings: &HubSettings) -> Re
     };
     let dir = repo_dir.join("snapshots").join(&commit);
     if !dir.join("config.json").is_file() {
-        return Err(missing(format!("snapshot {commit} has no config.json in the cache")));
+        return Err(missing(format!(
+            "snapshot {commit} has no config.json in the cache"
+        )));
     }
+    super::weights::WeightFiles::locate(&dir)?;
     Ok(HubSnapshot { dir, commit })
 }
 
@@ -194,7 +222,12 @@ mod tests {
     #[test]
     fn settings_follow_huggingface_precedence() {
         let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let s = HubSettings::from_vars(vars(&[("HOME", "/h")]));
         assert_eq!(s.cache_dir, PathBuf::from("/h/.cache/huggingface/hub"));

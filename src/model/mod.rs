@@ -78,7 +78,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
         cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
             let ordinal = cuda
                 .strip_prefix("cuda:")
-                .map(|n| n.parse::<usize>().map_err(|_| ModelError::Device(format!("bad CUDA ordinal in {cuda:?}"))))
+                .map(|n| {
+                    n.parse::<usize>()
+                        .map_err(|_| ModelError::Device(format!("bad CUDA ordinal in {cuda:?}")))
+                })
                 .transpose()?
                 .unwrap_or(0);
             if !candle_core::utils::cuda_is_available() {
@@ -88,7 +91,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
             }
             Ok(Device::new_cuda(ordinal)?)
         }
-        other => Err(ModelError::Device(format!("unknown device {other:?}; expected cpu or cuda[:N]"))),
+        other => Err(ModelError::Device(format!(
+            "unknown device {other:?}; expected cpu or cuda[:N]"
+        ))),
     }
 }
 
@@ -98,6 +103,8 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
         "f32" | "float32" => Ok(DType::F32),
         "f16" | "float16" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(ModelError::Device(format!("unknown dtype {other:?}; expected f32, f16 or bf16"))),
+        other => Err(ModelError::Device(format!(
+            "unknown dtype {other:?}; expected f32, f16 or bf16"
+        ))),
     }
 }

@@ -46,8 +46,17 @@ struct BlockInputs<'a> {
 }
 
 impl GptNeox {
-    pub fn load(config: NeoxConfig, weights: &WeightFiles, dtype: DType, device: &Device) -> Result<Self> {
-        let (h, v, i) = (config.hidden_size, config.vocab_size, config.intermediate_size);
+    pub fn load(
+        config: NeoxConfig,
+        weights: &WeightFiles,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, v, i) = (
+            config.hidden_size,
+            config.vocab_size,
+            config.intermediate_size,
+        );
         let get = |name: &str, shape: &[usize]| weights.tensor(name, shape, dtype, device);
         let norm = |prefix: &str| -> Result<LayerNorm> {
             Ok(LayerNorm::new(
@@ -172,7 +181,8 @@ impl Layer {
         cache: &mut KvCache,
         config: &NeoxConfig,
     ) -> Result<Tensor> {
-        let attention = self.attention(&self.input_norm.forward(x)?, index, inputs, cache, config)?;
+        let attention =
+            self.attention(&self.input_norm.forward(x)?, index, inputs, cache, config)?;
         if config.use_parallel_residual {
             let mlp = self.mlp(&self.post_attention_norm.forward(x)?, config)?;
             Ok(((x + attention)? + mlp)?)
@@ -210,7 +220,8 @@ impl Layer {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
         let merged = probs
             .matmul(&values)?
             .transpose(1, 2)?
@@ -250,7 +261,9 @@ impl Rotary {
         let half = (dims / 2).max(1);
         let positions = config.max_position_embeddings;
         let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (config.rotary_emb_base as f32).powf((2 * i) as f32 / dims.max(1) as f32))
+            .map(|i| {
+                1.0 / (config.rotary_emb_base as f32).powf((2 * i) as f32 / dims.max(1) as f32)
+            })
             .collect();
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
@@ -281,12 +294,18 @@ impl Rotary {
             });
         }
         let first = positions[0] as usize;
-        let contiguous = positions.iter().enumerate().all(|(i, &p)| p as usize == first + i);
+        let contiguous = positions
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| p as usize == first + i);
         if contiguous {
             let t = positions.len();
             return Ok((self.cos.narrow(0, first, t)?, self.sin.narrow(0, first, t)?));
         }
         let index = Tensor::new(positions, device)?;
-        Ok((self.cos.index_select(&index, 0)?, self.sin.index_select(&index, 0)?))
+        Ok((
+            self.cos.index_select(&index, 0)?,
+            self.sin.index_select(&index, 0)?,
+        ))
     }
 }

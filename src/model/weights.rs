@@ -57,7 +57,13 @@ impl WeightFiles {
     }
 
     /// Loads `name`, checks it has `shape`, converts it to `dtype` on `device`.
-    pub fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let Some(&index) = self.routing.get(name) else {
             return Err(ModelError::MissingTensor {
                 files: self.file_list(),
@@ -88,7 +94,11 @@ impl WeightFiles {
     }
 
     fn file_list(&self) -> String {
-        let names: Vec<String> = self.files.iter().map(|(p, _)| p.display().to_string()).collect();
+        let names: Vec<String> = self
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
         names.join(", ")
     }
 }

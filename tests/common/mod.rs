@@ -46,7 +46,8 @@ pub struct RefTree {
 pub fn reference() -> &'static Reference {
     static REF: OnceLock<Reference> = OnceLock::new();
     REF.get_or_init(|| {
-        let text = std::fs::read_to_string(fixture_dir().join("reference.json")).expect("reference.json");
+        let text =
+            std::fs::read_to_string(fixture_dir().join("reference.json")).expect("reference.json");
         serde_json::from_str(&text).expect("reference.json parses")
     })
 }
@@ -81,10 +82,20 @@ pub fn settings(max_new_tokens: usize) -> GenerationSettings {
 
 pub fn run(method: &Method, prompt: &[u32], max_new_tokens: usize) -> Generation {
     let p = pair();
-    decode::generate(method, &p.target, Some(&p.draft), prompt, &settings(max_new_tokens)).expect("generation runs")
+    decode::generate(
+        method,
+        &p.target,
+        Some(&p.draft),
+        prompt,
+        &settings(max_new_tokens),
+    )
+    .expect("generation runs")
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,156 @@
+//! `dynatree generate` as a researcher runs it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{fixture_dir, reference};
+
+fn dynatree(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dynatree"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn model(which: &str) -> String {
+    fixture_dir().join(which).display().to_string()
+}
+
+fn generate_json(method_args: &[&str], prompt_ids: &str, n: usize) -> serde_json::Value {
+    let (target, draft, n) = (model("target"), model("draft"), n.to_string());
+    let mut args = vec![
+        "generate",
+        "--target",
+        &target,
+        "--draft",
+        &draft,
+        "--prompt-ids",
+        prompt_ids,
+    ];
+    args.extend(["--max-new-tokens", &n, "--json"]);
+    args.extend(method_args);
+    let out = dynatree(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+#[test]
+fn json_output_has_every_field_and_ar_tokens() {
+    let case = &reference().cases[0];
+    let ids: Vec<String> = case.prompt_ids.iter().map(u32::to_string).collect();
+    let ids = ids.join(",");
+    let expected = serde_json::json!(case.target_greedy);
+    for method in [
+        vec!["--method", "ar"],
+        vec!["--method", "linear", "--k", "4"],
+        vec![
+            "--method",
+            "dynatree",
+            "--depth",
+            "6",
+            "--branch",
+            "2",
+            "--tau",
+            "0.03",
+            "--max-nodes",
+            "32",
+        ],
+        vec!["--method", "hf_assisted", "--schedule", "constant"],
+    ] {
+        let out = generate_json(&method, &ids, case.target_greedy.len());
+        assert_eq!(out["tokens"], expected, "{method:?}");
+        assert_eq!(out["method"], method[1]);
+        assert_eq!(out["prompt_ids"], serde_json::json!(case.prompt_ids));
+        assert!(out["text"].is_string());
+        let metrics = &out["metrics"];
+        for key in [
+            "new_tokens",
+            "wall_s",
+            "ttft_ms",
+            "tpot_ms",
+            "tokens_per_s",
+            "tokens_per_round",
+            "acceptance_rate",
+        ] {
+            assert!(metrics.get(key).is_some(), "{method:?}: metrics.{key}");
+        }
+        assert_eq!(metrics["new_tokens"], 48);
+        let rounds = out["rounds"].as_array().unwrap();
+        assert_eq!(rounds.is_empty(), method[1] == "ar");
+        assert!(rounds
+            .iter()
+            .all(|r| r["drafted"].is_u64() && r["accepted"].is_u64()));
+    }
+}
+
+#[test]
+fn text_prompt_prints_text_and_stats() {
+    let (target, draft) = (model("target"), model("draft"));
+    let out = dynatree(&[
+        "generate",
+        "--target",
+        &target,
+        "--draft",
+        &draft,
+        "--method",
+        "dynatree",
+        "--prompt",
+        "The history of the city",
+        "--max-new-tokens",
+        "12",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.stdout.is_empty());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stats.contains("12 tokens") && stats.contains("tokens/s") && stats.contains("acceptance"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn bad_invocations_explain_themselves() {
+    let target = model("target");
+    let base = [
+        "generate",
+        "--target",
+        target.as_str(),
+        "--prompt-ids",
+        "5,6,7",
+        "--max-new-tokens",
+        "4",
+    ];
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--method", "ar", "--k", "3"],
+            "--k does not apply to --method ar",
+        ),
+        (&["--method", "linear"], "needs --draft"),
+        (
+            &["--method", "dynatree", "--draft", "nowhere", "--tau", "0.1"],
+            "neither an existing directory nor a hub id",
+        ),
+        (&["--method", "ar", "--dtype", "f8"], "unknown dtype"),
+        (
+            &["--method", "linear", "--k", "0", "--draft", "x/y"],
+            "k must be at least 1",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let out = dynatree(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} should fail");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+}
