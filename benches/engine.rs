@@ -1,7 +1,7 @@
 //! Tokens/s of every decoding method on the trained fixture pair (f32, CPU), and optionally AR on
 //! a randomly initialised checkpoint of Pythia-410M's shape (`--pythia-410m`).
 //!
-//! Usage: cargo bench --bench engine -- [--tokens N] [--repeats R] [--warmup W] [--pythia-410m]
+//! Usage: cargo bench --bench engine -- [--tokens N] [--repeats R] [--warmup W] [--only LABEL] [--pythia-410m]
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,8 @@ struct Options {
     repeats: usize,
     warmup: usize,
     pythia_410m: bool,
+    /// Only methods whose label contains this.
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -33,6 +35,11 @@ fn options() -> Options {
         repeats: value("--repeats", 5),
         warmup: value("--warmup", 2),
         pythia_410m: args.iter().any(|a| a == "--pythia-410m"),
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .cloned(),
     }
 }
 
@@ -88,8 +95,11 @@ fn measure(
         .acceptance_rate
         .map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
     println!(
-        "{label:<34} {mean:>9.1} ± {std:>6.1} tok/s  {:>5.2} tok/pass  acceptance {acceptance:>6}  TTFT {:>7.2} ms",
-        last.tokens_per_round, last.ttft_ms
+        "{label:<34} {mean:>9.1} ± {std:>6.1} tok/s  {:>5.2} tok/pass  acceptance {acceptance:>6}  TTFT {:>6.2} ms  draft/verify {:.0}/{:.0} ms",
+        last.tokens_per_round,
+        last.ttft_ms,
+        last.draft_s * 1e3,
+        last.verify_s * 1e3
     );
     mean
 }
@@ -128,6 +138,13 @@ fn tiny_pair(opts: &Options) {
     ];
     let mut ar = None;
     for (label, method) in &methods {
+        if opts
+            .only
+            .as_ref()
+            .is_some_and(|o| !label.contains(o.as_str()) && *label != "ar")
+        {
+            continue;
+        }
         let draft = method.needs_draft().then_some(&draft);
         let rate = measure(label, method, &target, draft, opts);
         match ar {

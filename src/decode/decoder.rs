@@ -191,3 +191,27 @@ fn probability_of(logits: &Tensor, token: u32, vocab: usize) -> Result<f64> {
     let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
     Ok((row[token as usize] as f64 - max).exp() / sum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn argmax_never_picks_padding_ids() {
+        // The best score sits in a padded embedding row past the tokenizer's 3 ids.
+        let logits = Tensor::new(
+            &[[0.1f32, 0.7, 0.2, 9.0], [0.5, 0.1, 0.3, 9.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(argmax_rows(&logits, 3).unwrap(), vec![1, 0]);
+        assert_eq!(argmax_rows(&logits, 4).unwrap(), vec![3, 3]);
+    }
+
+    #[test]
+    fn probability_is_a_softmax_entry() {
+        let logits = Tensor::new(&[[0.0f32, (3.0f32).ln()]], &Device::Cpu).unwrap();
+        assert!((probability_of(&logits, 1, 2).unwrap() - 0.75).abs() < 1e-6);
+    }
+}

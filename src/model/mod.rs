@@ -1,9 +1,12 @@
 //! The model stage: locating checkpoints, loading GPT-NeoX weights, running blocks of tokens.
 
+mod attention;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod hub;
+mod kernels;
+mod linear;
 pub mod neox;
 pub mod tokenizer;
 pub mod weights;

@@ -1,8 +1,11 @@
 //! GPT-NeoX (Pythia) causal language model on candle, forward over a tree-shaped block.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, LayerNorm, Linear};
+use candle_nn::{Embedding, LayerNorm};
 
+use super::linear::Linear;
+
+use super::attention;
 use super::cache::{BlockLayout, KvCache};
 use super::config::{Activation, NeoxConfig};
 use super::error::{ModelError, Result};
@@ -42,6 +45,9 @@ struct BlockInputs<'a> {
     layout: &'a BlockLayout,
     cos: Tensor,
     sin: Tensor,
+    /// Attention runs the CPU f32 kernel, which reads `layout.mask` directly.
+    cpu_f32: bool,
+    /// The mask as a tensor, for candle's attention ops.
     mask: Option<Tensor>,
 }
 
@@ -156,17 +162,19 @@ impl GptNeox {
 
     fn block_inputs<'a>(&self, layout: &'a BlockLayout) -> Result<BlockInputs<'a>> {
         let (cos, sin) = self.rotary.select(&layout.positions, &self.device)?;
+        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
         let mask = match &layout.mask {
-            Some(m) => Some(
+            Some(m) if !cpu_f32 => Some(
                 Tensor::from_slice(m, (layout.positions.len(), layout.total), &self.device)?
                     .to_dtype(self.dtype)?,
             ),
-            None => None,
+            _ => None,
         };
         Ok(BlockInputs {
             layout,
             cos,
             sin,
+            cpu_f32,
             mask,
         })
     }
@@ -215,18 +223,12 @@ impl Layer {
         let v = qkv.narrow(3, 2 * head_dim, head_dim)?.contiguous()?;
         let layout = inputs.layout;
         let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
-        let scores = (q.matmul(&keys.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
-        let scores = match &inputs.mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
+        let merged = if inputs.cpu_f32 {
+            attention::attend(&q, &keys, &values, layout.mask.as_deref())?
+        } else {
+            generic_attention(&q, &keys, &values, inputs.mask.as_ref(), hidden)?
         };
-        let probs =
-            candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
-        let merged = probs
-            .matmul(&values)?
-            .transpose(1, 2)?
-            .reshape((1, t, hidden))?;
-        Ok(self.attention_out.forward(&merged)?)
+        self.attention_out.forward(&merged)
     }
 
     fn mlp(&self, x: &Tensor, config: &NeoxConfig) -> Result<Tensor> {
@@ -237,8 +239,31 @@ impl Layer {
             Activation::Relu => h.relu()?,
             Activation::Silu => candle_nn::ops::silu(&h)?,
         };
-        Ok(self.mlp_out.forward(&h)?)
+        self.mlp_out.forward(&h)
     }
+}
+
+/// Attention with candle ops, for devices and dtypes the CPU kernel does not cover.
+fn generic_attention(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    mask: Option<&Tensor>,
+    hidden: usize,
+) -> Result<Tensor> {
+    let (_, _, t, head_dim) = q.dims4()?;
+    let scores = (q.matmul(&keys.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(mask)?,
+        None => scores,
+    };
+    let probs =
+        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+    let merged = probs
+        .matmul(values)?
+        .transpose(1, 2)?
+        .reshape((1, t, hidden))?;
+    Ok(merged)
 }
 
 /// Rotates the first `dims` channels of each head (rotate-half form), leaves the rest.

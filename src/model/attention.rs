@@ -1,0 +1,114 @@
+//! Attention of a block's queries over the cache on CPU in f32, in one pass per (token, head):
+//! scores for the visible slots only, softmax, weighted sum of values. It replaces seven candle
+//! ops (two of them gemm calls that are slow for few rows) and, like the dense kernels, computes
+//! each token's output the same way however many tokens share the block.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::error::Result;
+use super::kernels::{cpu_f32, scaled_dots};
+
+/// Below this many multiply-adds the work stays on one thread.
+const PARALLEL_MIN_WORK: usize = 1 << 18;
+
+/// `queries` `[1, heads, t, d]` (contiguous), `keys`/`values` `[1, heads, total, d]` views of
+/// the cache, `mask` `[t, total]` of 0 / -inf or `None` for all visible. Returns `[1, t, heads * d]`.
+pub(crate) fn attend(
+    queries: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    mask: Option<&[f32]>,
+) -> Result<Tensor> {
+    let (_, heads, t, d) = queries.dims4()?;
+    let total = keys.dim(2)?;
+    let q: Vec<f32> = queries.flatten_all()?.to_vec1()?;
+    let (k_storage, k_layout) = keys.storage_and_layout();
+    let (v_storage, v_layout) = values.storage_and_layout();
+    let cache = CacheView {
+        keys: cpu_f32(&k_storage)?,
+        values: cpu_f32(&v_storage)?,
+        key_at: Strides::of(k_layout),
+        value_at: Strides::of(v_layout),
+        total,
+        d,
+    };
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0f32; t * heads * d];
+    let task = |(i, dst): (usize, &mut [f32])| {
+        let (row, head) = (i / heads, i % heads);
+        let query = &q[(head * t + row) * d..][..d];
+        let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
+        cache.attend_one(head, query, visible, scale, dst);
+    };
+    if t * heads * total * d >= PARALLEL_MIN_WORK {
+        out.par_chunks_mut(d).enumerate().for_each(task);
+    } else {
+        out.chunks_mut(d).enumerate().for_each(task);
+    }
+    drop((k_storage, v_storage));
+    Ok(Tensor::from_vec(out, (1, t, heads * d), queries.device())?)
+}
+
+/// Offsets of a `[1, heads, slots, d]` view into its storage.
+struct Strides {
+    start: usize,
+    head: usize,
+    slot: usize,
+}
+
+impl Strides {
+    fn of(layout: &candle_core::Layout) -> Self {
+        let stride = layout.stride();
+        Self {
+            start: layout.start_offset(),
+            head: stride[1],
+            slot: stride[2],
+        }
+    }
+
+    fn at(&self, head: usize, slot: usize) -> usize {
+        self.start + head * self.head + slot * self.slot
+    }
+}
+
+struct CacheView<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    key_at: Strides,
+    value_at: Strides,
+    total: usize,
+    d: usize,
+}
+
+impl CacheView<'_> {
+    fn attend_one(
+        &self,
+        head: usize,
+        query: &[f32],
+        visible: Option<&[f32]>,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let d = self.d;
+        let mut scores = vec![0f32; self.total];
+        let keys = &self.keys[self.key_at.at(head, 0)..];
+        scaled_dots(query, keys, self.key_at.slot, visible, scale, &mut scores);
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        out.fill(0.0);
+        for (slot, score) in scores.iter().enumerate() {
+            let weight = (score - max).exp();
+            if weight == 0.0 {
+                continue;
+            }
+            sum += weight;
+            let value = &self.values[self.value_at.at(head, slot)..][..d];
+            out.iter_mut()
+                .zip(value)
+                .for_each(|(o, v)| *o += weight * v);
+        }
+        let norm = 1.0 / sum;
+        out.iter_mut().for_each(|o| *o *= norm);
+    }
+}
