@@ -102,3 +102,38 @@ proptest! {
         prop_assert!(max_abs_diff(&row, &causal_last_logits(target, &tokens)) <= TOLERANCE);
     }
 }
+
+/// The candle-ops attention path (used on GPU and in half precision) on the reference tree:
+/// the CPU f32 kernels are not involved.
+#[test]
+fn half_precision_tree_pass_matches_causal_passes() {
+    // (dtype, tree vs causal in that dtype, vs transformers in f32): rounding of 16-bit floats.
+    for (dtype, same_dtype, vs_f32) in [
+        (candle_core::DType::F16, 0.02, 0.05),
+        (candle_core::DType::BF16, 0.1, 0.1),
+    ] {
+        let target = common::load_as("target", dtype);
+        let case = &common::reference().cases[1];
+        let (tokens, parents) = (&case.tree.tokens, &case.tree.parents);
+        let mut cache = prefilled(&target, &case.prompt_ids, tokens.len());
+        let rows: Vec<Vec<f32>> = target
+            .forward(tokens, parents, &mut cache, 0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for (node, row) in rows.iter().enumerate() {
+            let mut sequence = case.prompt_ids.clone();
+            sequence.extend(root_path(parents, node).iter().map(|&n| tokens[n]));
+            let diff = max_abs_diff(row, &causal_last_logits(&target, &sequence));
+            assert!(
+                diff <= same_dtype,
+                "{dtype:?} node {node}: tree vs causal differ by {diff}"
+            );
+            let diff = max_abs_diff(row, &case.tree.target_logits_per_node[node]);
+            assert!(
+                diff <= vs_f32,
+                "{dtype:?} node {node}: differs from transformers' f32 by {diff}"
+            );
+        }
+    }
+}

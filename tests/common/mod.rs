@@ -53,9 +53,13 @@ pub fn reference() -> &'static Reference {
 }
 
 pub fn load(which: &str) -> GptNeox {
+    load_as(which, DType::F32)
+}
+
+pub fn load_as(which: &str, dtype: DType) -> GptNeox {
     let source = ModelSource::Local(fixture_dir().join(which));
     let files = ModelFiles::resolve(&source, &HubSettings::from_env()).expect("fixture resolves");
-    files.load(DType::F32, &Device::Cpu).expect("fixture loads")
+    files.load(dtype, &Device::Cpu).expect("fixture loads")
 }
 
 pub struct Pair {
