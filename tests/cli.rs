@@ -118,6 +118,27 @@ fn text_prompt_prints_text_and_stats() {
 }
 
 #[test]
+#[cfg(not(feature = "cuda"))]
+fn cuda_without_the_feature_says_how_to_get_it() {
+    let target = model("target");
+    let out = dynatree(&[
+        "generate",
+        "--target",
+        &target,
+        "--method",
+        "ar",
+        "--prompt-ids",
+        "5",
+        "--max-new-tokens",
+        "1",
+        "--device",
+        "cuda",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
+}
+
+#[test]
 fn bad_invocations_explain_themselves() {
     let target = model("target");
     let base = [
@@ -129,7 +150,7 @@ fn bad_invocations_explain_themselves() {
         "--max-new-tokens",
         "4",
     ];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--method", "ar", "--k", "3"],
             "--k does not apply to --method ar",
@@ -144,6 +165,14 @@ fn bad_invocations_explain_themselves() {
             &["--method", "linear", "--k", "0", "--draft", "x/y"],
             "k must be at least 1",
         ),
+        (
+            &["--method", "ar", "--device", "tpu"],
+            "unknown device \"tpu\"",
+        ),
+        (
+            &["--method", "ar", "--max-new-tokens", "0"],
+            "cannot be used multiple times",
+        ),
     ];
     for (extra, expected) in cases {
         let mut args = base.to_vec();
@@ -153,4 +182,20 @@ fn bad_invocations_explain_themselves() {
         assert!(!out.status.success(), "{extra:?} should fail");
         assert!(stderr.contains(expected), "{extra:?}: {stderr}");
     }
+    let out = dynatree(&[
+        "generate",
+        "--target",
+        &target,
+        "--method",
+        "ar",
+        "--prompt-ids",
+        "5,99999",
+        "--max-new-tokens",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("prompt token 99999 is outside the model's vocabulary of 2048"),
+        "{stderr}"
+    );
 }

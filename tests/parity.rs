@@ -168,3 +168,38 @@ fn pythia_tokenizer_encodes_hello_world() {
     );
     assert_eq!(tokenizer.decode(&[12092, 1533, 2]).unwrap(), "Hello world!");
 }
+
+#[test]
+fn stop_at_eos_ends_every_method_at_the_same_token() {
+    let case = &reference().cases[0];
+    let eos = case.target_greedy[5];
+    let first = case.target_greedy.iter().position(|&t| t == eos).unwrap();
+    let settings = dynatree::decode::GenerationSettings {
+        stop_at_eos: true,
+        eos_token_id: Some(eos),
+        ..common::settings(case.target_greedy.len())
+    };
+    let p = pair();
+    let methods = [
+        Method::Ar,
+        Method::Linear { k: 6 },
+        Method::Dynatree(TreeParams {
+            depth: 6,
+            branch: 2,
+            tau: 0.03,
+            max_nodes: 32,
+        }),
+        Method::hf_assisted_default(),
+    ];
+    for method in methods {
+        let g = decode::generate(
+            &method,
+            &p.target,
+            Some(&p.draft),
+            &case.prompt_ids,
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(g.tokens, case.target_greedy[..=first], "{method:?}");
+    }
+}
