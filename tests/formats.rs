@@ -2,9 +2,12 @@
 //! sharded safetensors with a sequential residual, a PyTorch pickle with tanh GELU and full
 //! rotary, and float16 weights.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use common::{last_logits, max_abs_diff};
 use dynatree::decode::{self, GenerationSettings, Method};
 use dynatree::model::{GptNeox, HubSettings, ModelFiles, ModelSource};
 use serde::Deserialize;
@@ -31,22 +34,6 @@ fn load(name: &str, dtype: DType) -> (ModelFiles, GptNeox) {
     let files = ModelFiles::resolve(&source, &HubSettings::from_vars(|_| None)).unwrap();
     let model = files.load(dtype, &Device::Cpu).unwrap();
     (files, model)
-}
-
-fn last_logits(model: &GptNeox, prompt: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(prompt.len()).unwrap();
-    let parents: Vec<i32> = (0..prompt.len() as i32).map(|j| j - 1).collect();
-    let logits = model
-        .forward(prompt, &parents, &mut cache, prompt.len() - 1)
-        .unwrap();
-    logits.flatten_all().unwrap().to_vec1().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn greedy(model: &GptNeox, prompt: &[u32], n: usize) -> Vec<u32> {

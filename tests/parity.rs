@@ -2,20 +2,10 @@
 
 mod common;
 
-use common::{max_abs_diff, pair, reference, run};
+use common::{chain, last_logits, max_abs_diff, pair, reference, run};
 use dynatree::decode::{self, Method, Schedule, TreeParams};
-use dynatree::model::GptNeox;
 
 const TOLERANCE: f32 = 1e-4;
-
-fn last_logits(model: &GptNeox, prompt: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(prompt.len()).unwrap();
-    let parents: Vec<i32> = (0..prompt.len() as i32).map(|j| j - 1).collect();
-    let logits = model
-        .forward(prompt, &parents, &mut cache, prompt.len() - 1)
-        .unwrap();
-    logits.flatten_all().unwrap().to_vec1().unwrap()
-}
 
 #[test]
 fn last_position_logits_match_transformers() {
@@ -48,9 +38,8 @@ fn one_tree_pass_matches_per_path_causal_logits() {
         let mut cache = target
             .new_cache(prompt.len() + case.tree.tokens.len())
             .unwrap();
-        let chain: Vec<i32> = (0..prompt.len() as i32).map(|j| j - 1).collect();
         target
-            .forward(prompt, &chain, &mut cache, prompt.len() - 1)
+            .forward(prompt, &chain(prompt.len()), &mut cache, prompt.len() - 1)
             .unwrap();
         cache.commit_all().unwrap();
         let logits = target

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{max_abs_diff, pair};
+use common::{chain, last_logits, max_abs_diff, pair};
 use dynatree::model::{GptNeox, KvCache};
 use proptest::prelude::*;
 
@@ -18,10 +18,6 @@ fn prompt_and_tree() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, Vec<i32>)> {
             parents,
         )
     })
-}
-
-fn chain(n: usize) -> Vec<i32> {
-    (0..n as i32).map(|j| j - 1).collect()
 }
 
 /// A cache holding `prompt`, committed.
@@ -43,14 +39,6 @@ fn root_path(parents: &[i32], node: usize) -> Vec<usize> {
     path
 }
 
-fn causal_last_logits(model: &GptNeox, tokens: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(tokens.len()).unwrap();
-    let logits = model
-        .forward(tokens, &chain(tokens.len()), &mut cache, tokens.len() - 1)
-        .unwrap();
-    logits.flatten_all().unwrap().to_vec1().unwrap()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -62,7 +50,7 @@ proptest! {
         for (node, row) in rows.iter().enumerate() {
             let mut sequence = prompt.clone();
             sequence.extend(root_path(&parents, node).iter().map(|&n| tokens[n]));
-            let diff = max_abs_diff(row, &causal_last_logits(target, &sequence));
+            let diff = max_abs_diff(row, &last_logits(target, &sequence));
             prop_assert!(diff <= TOLERANCE, "node {} differs by {}", node, diff);
         }
     }
@@ -99,7 +87,7 @@ proptest! {
         let rest = &tokens[cut..];
         let row: Vec<f32> = target.forward(rest, &chain(rest.len()), &mut cache, rest.len() - 1).unwrap()
             .flatten_all().unwrap().to_vec1().unwrap();
-        prop_assert!(max_abs_diff(&row, &causal_last_logits(target, &tokens)) <= TOLERANCE);
+        prop_assert!(max_abs_diff(&row, &last_logits(target, &tokens)) <= TOLERANCE);
     }
 }
 
@@ -124,7 +112,7 @@ fn half_precision_tree_pass_matches_causal_passes() {
         for (node, row) in rows.iter().enumerate() {
             let mut sequence = case.prompt_ids.clone();
             sequence.extend(root_path(parents, node).iter().map(|&n| tokens[n]));
-            let diff = max_abs_diff(row, &causal_last_logits(&target, &sequence));
+            let diff = max_abs_diff(row, &last_logits(&target, &sequence));
             assert!(
                 diff <= same_dtype,
                 "{dtype:?} node {node}: tree vs causal differ by {diff}"

@@ -96,6 +96,20 @@ pub fn run(method: &Method, prompt: &[u32], max_new_tokens: usize) -> Generation
     .expect("generation runs")
 }
 
+/// Parents of a plain chain of `n` tokens.
+pub fn chain(n: usize) -> Vec<i32> {
+    (0..n as i32).map(|j| j - 1).collect()
+}
+
+/// Logits after the last of `tokens`, from one causal pass on a fresh cache.
+pub fn last_logits(model: &GptNeox, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(tokens.len()).unwrap();
+    let logits = model
+        .forward(tokens, &chain(tokens.len()), &mut cache, tokens.len() - 1)
+        .unwrap();
+    logits.flatten_all().unwrap().to_vec1().unwrap()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter()
