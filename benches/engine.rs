@@ -104,9 +104,40 @@ fn measure(
     mean
 }
 
+/// What one target pass costs as the block grows: speculation pays only while a block of
+/// k + 1 tokens costs well under k + 1 single-token passes.
+fn pass_cost_by_block(model: &GptNeox, name: &str) {
+    let prompt = prompt(model.config().vocab_size as u32);
+    let mut cache = model.new_cache(prompt.len() + 64).expect("cache");
+    let chain = |n: usize| (0..n as i32).map(|j| j - 1).collect::<Vec<_>>();
+    model
+        .forward(&prompt, &chain(prompt.len()), &mut cache, prompt.len() - 1)
+        .expect("prefill");
+    cache.commit_all().expect("commit");
+    let mut line = format!("{name} pass cost, µs by block size:");
+    for rows in [1usize, 2, 3, 5, 9, 17, 33] {
+        let block: Vec<u32> = prompt.iter().cycle().take(rows).copied().collect();
+        let repeats = 50;
+        let start = std::time::Instant::now();
+        for _ in 0..repeats {
+            model
+                .forward(&block, &chain(rows), &mut cache, 0)
+                .expect("pass");
+            cache.truncate(prompt.len());
+        }
+        line += &format!(
+            "  {rows}: {:.0}",
+            start.elapsed().as_secs_f64() * 1e6 / repeats as f64
+        );
+    }
+    println!("{line}");
+}
+
 fn tiny_pair(opts: &Options) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-neox");
     let (target, draft) = (load(&fixture.join("target")), load(&fixture.join("draft")));
+    pass_cost_by_block(&target, "target");
+    pass_cost_by_block(&draft, "draft");
     println!(
         "tiny pair (target 4x256, draft 2x128), f32 CPU, {} new tokens, {} repeats",
         opts.tokens, opts.repeats

@@ -72,20 +72,8 @@ pub fn generate(
     settings: &GenerationSettings,
 ) -> Result<Generation, DecodeError> {
     check_inputs(method, target, draft, prompt)?;
-    // candle's CPU ops fan out through rayon; issued from outside the pool, every op would hand
-    // its work to a pool thread and sleep until it is done, which dominates small models.
-    compute_pool().install(|| run_rounds(method, target, draft, prompt, settings))
-}
-
-fn compute_pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(candle_core::utils::get_num_threads())
-            .thread_name(|i| format!("dynatree-compute-{i}"))
-            .build()
-            .expect("rayon pool starts")
-    })
+    // One hop into the compute pool for the whole generation rather than one per forward pass.
+    crate::model::compute_pool().install(|| run_rounds(method, target, draft, prompt, settings))
 }
 
 fn run_rounds(

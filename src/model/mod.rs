@@ -74,6 +74,20 @@ impl ModelFiles {
     }
 }
 
+/// The rayon pool every forward pass runs in. candle's CPU ops fan out through rayon; issued
+/// from outside a pool, each op hands its work to a pool thread and sleeps until it is done,
+/// which costs more than the work itself on small models.
+pub fn compute_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(candle_core::utils::get_num_threads())
+            .thread_name(|i| format!("dynatree-compute-{i}"))
+            .build()
+            .expect("rayon pool starts")
+    })
+}
+
 /// Parses `cpu` or `cuda[:N]`; CUDA needs the `cuda` cargo feature.
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {

@@ -140,6 +140,16 @@ impl GptNeox {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Tensor> {
+        super::compute_pool().install(|| self.forward_in_pool(tokens, parents, cache, logits_from))
+    }
+
+    fn forward_in_pool(
+        &self,
+        tokens: &[u32],
+        parents: &[i32],
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Tensor> {
         if tokens.len() != parents.len() || tokens.is_empty() || logits_from >= tokens.len() {
             return Err(ModelError::Cache(format!(
                 "block of {} tokens with {} parents and logits from {logits_from}",
