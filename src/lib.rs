@@ -1,5 +1,14 @@
 //! dynatree: speculative-decoding experiments (AR, linear, DynaTree, HF assisted) on GPT-NeoX.
+//!
+//! Stages: `manifest` (TOML experiments) → `grid` (runs) → `data` (prompts) → `model` + `decode`
+//! (generation) → `bench` (measured runs) → `store` (content-addressed results).
 
+pub mod bench;
+pub mod commands;
+pub mod data;
 pub mod decode;
 pub mod engine;
+pub mod grid;
+pub mod manifest;
 pub mod model;
+pub mod store;

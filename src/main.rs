@@ -4,9 +4,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dynatree::bench::memory::CountingAlloc;
+use dynatree::bench::runner::RunOptions;
+use dynatree::commands;
 use dynatree::decode::{Method, Schedule, TreeParams};
 use dynatree::engine::{Engine, EngineSpec};
 use dynatree::model::{parse_device, parse_dtype, HubSettings, ModelSource};
+
+/// Counts heap bytes so runs can report their peak memory.
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +30,49 @@ struct Cli {
 enum Command {
     /// Generate greedily from a prompt with one decoding method.
     Generate(GenerateArgs),
+    /// Validate a manifest and its grid without running anything.
+    Check { manifest: PathBuf },
+    /// List a manifest's runs with their ids, in run order.
+    Plan {
+        manifest: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+    },
+    /// Run what is not done yet (resumable; safe to start several at once).
+    Run {
+        manifest: PathBuf,
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+        /// Comma-separated terms: key=value (dataset, method, a parameter) or a method, dataset or id prefix.
+        #[arg(long)]
+        only: Option<String>,
+        /// I/N: run every N-th planned run starting at I.
+        #[arg(long, value_parser = commands::parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// Run again even when a verifying result exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Which runs of a manifest are done, failed or pending.
+    Status {
+        manifest: PathBuf,
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+    },
+    /// Check every stored result against its checksum and id.
+    Verify {
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+    },
+    /// Show which inputs make two runs differ.
+    Why {
+        left: String,
+        right: String,
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -201,10 +251,33 @@ fn generate(args: GenerateArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Check { manifest } => commands::check(&manifest),
+        Command::Plan {
+            manifest,
+            json,
+            artifacts,
+        } => commands::plan(&manifest, &artifacts, json),
+        Command::Run {
+            manifest,
+            artifacts,
+            only,
+            shard,
+            force,
+        } => commands::run(&manifest, &artifacts, RunOptions { only, shard, force }),
+        Command::Status {
+            manifest,
+            artifacts,
+        } => commands::status(&manifest, &artifacts),
+        Command::Verify { artifacts } => commands::verify(&artifacts),
+        Command::Why {
+            left,
+            right,
+            artifacts,
+        } => commands::why(&left, &right, &artifacts),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the cause chain on one line, without a backtrace.
             eprintln!("error: {e:#}");

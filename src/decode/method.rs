@@ -70,6 +70,26 @@ impl Method {
         }
     }
 
+    /// `name key=value ...` with parameters in their natural order, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Ar => "ar".into(),
+            Self::Linear { k } => format!("linear k={k}"),
+            Self::Dynatree(p) => format!(
+                "dynatree depth={} branch={} tau={} max_nodes={}",
+                p.depth, p.branch, p.tau, p.max_nodes
+            ),
+            Self::HfAssisted {
+                num_assistant_tokens,
+                schedule,
+                confidence_threshold,
+            } => format!(
+                "hf_assisted num_assistant_tokens={num_assistant_tokens} schedule={} confidence_threshold={confidence_threshold}",
+                serde_json::to_value(schedule).expect("schedules serialize").as_str().unwrap_or_default()
+            ),
+        }
+    }
+
     pub fn needs_draft(&self) -> bool {
         !matches!(self, Self::Ar)
     }
@@ -140,6 +160,10 @@ mod tests {
             serde_json::json!({"depth": 6, "branch": 2, "tau": 0.03, "max_nodes": 32})
         );
         assert_eq!(Method::Ar.params(), serde_json::json!({}));
+        assert_eq!(
+            m.describe(),
+            "dynatree depth=6 branch=2 tau=0.03 max_nodes=32"
+        );
         assert_eq!(
             Method::hf_assisted_default().params()["schedule"],
             serde_json::json!("heuristic")

@@ -51,6 +51,7 @@ mod tests {
     fn derives_rates_from_rounds() {
         let round = |drafted, accepted| Round {
             drafted,
+            depth: drafted,
             accepted,
             draft_s: 0.1,
             verify_s: 0.2,

@@ -45,6 +45,8 @@ pub struct GenerationSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Round {
     pub drafted: usize,
+    /// Depth of the drafted tree (its length, for a chain).
+    pub depth: usize,
     /// Draft tokens the target accepted (its own extra token not counted).
     pub accepted: usize,
     pub draft_s: f64,
@@ -120,6 +122,7 @@ fn run_rounds(
         if method.needs_draft() {
             rounds.push(Round {
                 drafted: tree.len(),
+                depth: tree.depth(),
                 accepted,
                 draft_s: (verify_start - round_start).as_secs_f64(),
                 verify_s: verify_start.elapsed().as_secs_f64(),

@@ -28,6 +28,14 @@ impl DraftTree {
         self.tokens.len() - 1
     }
 
+    /// Levels in the tree: 0 when empty, the length for a chain.
+    pub fn depth(&self) -> usize {
+        (0..self.len())
+            .map(|n| self.depth_of(n) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn depth_of(&self, mut node: usize) -> usize {
         let mut depth = 0;
         while let Some(p) = self.parents[node] {
@@ -136,6 +144,8 @@ mod tests {
         };
         assert_eq!(tree.accept(choices), (vec![b, c], 99));
         assert_eq!(tree.depth_of(c), 1);
+        assert_eq!(tree.depth(), 2);
+        assert_eq!(DraftTree::default().depth(), 0);
         assert_eq!(DraftTree::default().accept(|_| 7), (vec![], 7));
     }
 

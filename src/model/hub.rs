@@ -103,6 +103,49 @@ pub fn fetch_model(repo: &str, revision: &str, settings: &HubSettings) -> Result
         .or_else(|online| cached_snapshot(repo, revision, settings).map_err(|_| online))
 }
 
+/// The commit a revision names, without downloading weights: asked of the hub, or read from the
+/// cache's `refs/` when offline or unreachable.
+pub fn resolve_commit(
+    repo: &str,
+    revision: &str,
+    kind: RepoType,
+    settings: &HubSettings,
+) -> Result<String> {
+    if is_commit_hash(revision) {
+        return Ok(revision.to_string());
+    }
+    let hub_repo = Repo::with_revision(repo.to_string(), kind, revision.to_string());
+    let ref_file = settings
+        .cache_dir
+        .join(hub_repo.folder_name())
+        .join("refs")
+        .join(revision);
+    let cached = || std::fs::read_to_string(&ref_file).map(|c| c.trim().to_string());
+    let unresolved = |message: String| ModelError::Hub {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+        file: "<revision>".to_string(),
+        message,
+    };
+    if settings.offline {
+        return cached().map_err(|_| {
+            unresolved(format!(
+                "not in the cache (no {}) and HF_HUB_OFFLINE is set",
+                ref_file.display()
+            ))
+        });
+    }
+    let api = ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
+        .with_endpoint(settings.endpoint.clone())
+        .with_progress(false)
+        .build()
+        .map_err(|e| unresolved(e.to_string()))?;
+    match api.repo(hub_repo).info() {
+        Ok(info) => Ok(info.sha),
+        Err(online) => cached().map_err(|_| unresolved(online.to_string())),
+    }
+}
+
 fn download_snapshot(repo: &str, revision: &str, settings: &HubSettings) -> Result<HubSnapshot> {
     let hub_err = |file: &str, message: String| ModelError::Hub {
         repo: repo.to_string(),

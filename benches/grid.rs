@@ -1,0 +1,74 @@
+//! Plan speed: parses and expands a 100,000-point DynaTree grid (depth 1..=50 x branch 1..=20 x
+//! 100 tau values, one dataset, with excludes) and prints the time of each stage. Expansion must
+//! stay linear in the number of points; this is the check.
+//!
+//! `cargo bench --bench grid`
+
+use std::path::Path;
+use std::time::Instant;
+
+use dynatree::{grid, manifest};
+
+fn list<T: ToString>(values: impl Iterator<Item = T>) -> String {
+    values.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A manifest with 100,000 DynaTree points, minus 2 x 100 excluded (depth 50 x branch 20, and
+/// depth 1 x branch 1), plus AR.
+fn manifest_text() -> String {
+    let depth = list(1..=50);
+    let branch = list(1..=20);
+    let tau = list((0..100).map(|i| format!("{:.2}", i as f64 / 100.0)));
+    format!(
+        r#"[experiment]
+name = "grid-bench"
+repeats = 1
+[models]
+target = {{ path = "target" }}
+draft = {{ path = "draft" }}
+dtype = "f32"
+device = "cpu"
+[datasets.text]
+label = "Text"
+kind = "text"
+path = "text.parquet"
+[prompts]
+count = 1
+max_chars = 100
+[generation]
+max_new_tokens = 8
+[sweep]
+dataset = ["text"]
+method = ["dynatree"]
+[sweep.dynatree]
+depth = [{depth}]
+branch = [{branch}]
+tau = [{tau}]
+max_nodes = [32]
+[[sweep.exclude]]
+depth = 50
+branch = 20
+[[sweep.exclude]]
+method = "dynatree"
+depth = 1
+branch = 1
+"#
+    )
+}
+
+fn main() {
+    let text = manifest_text();
+    let start = Instant::now();
+    let manifest = manifest::parse(&text, Path::new("bench.toml")).expect("bench manifest parses");
+    let parsed = start.elapsed();
+    let start = Instant::now();
+    let points = grid::expand(&manifest).expect("bench manifest expands");
+    let expanded = start.elapsed();
+    assert_eq!(points.len(), 1 + 100_000 - 200);
+    println!(
+        "grid: parse {:.2} ms, expand {} points {:.2} ms",
+        parsed.as_secs_f64() * 1e3,
+        points.len(),
+        expanded.as_secs_f64() * 1e3
+    );
+}

@@ -1,0 +1,419 @@
+//! `dynatree run`: executes the pending runs of a manifest, one process or many.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::record::{summarize, tokens_sha256, Measured, Record};
+use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun};
+use crate::data::{self, Prompt, PromptRequest};
+use crate::decode::{GenerationSettings, Method};
+use crate::engine::{Engine, EngineSpec};
+use crate::manifest::{DatasetSource, Manifest, ModelRef};
+use crate::model::{parse_dtype, HubSettings, ModelSource};
+use crate::store::Store;
+
+pub struct RunOptions {
+    pub only: Option<String>,
+    /// `(index, count)`: this process runs the planned runs whose position ≡ index (mod count).
+    pub shard: Option<(usize, usize)>,
+    pub force: bool,
+}
+
+/// What a `run` invocation did.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub completed: Vec<String>,
+    pub skipped_locked: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub not_lossless: Vec<String>,
+    pub already_done: usize,
+    pub interrupted: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    // A second Ctrl-C ends the process at once.
+    // SAFETY: restoring the default disposition is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+}
+
+/// Ctrl-C lets the current generation finish, writes nothing partial and stops.
+fn install_interrupt_handler() {
+    // SAFETY: the handler only stores to an atomic and calls signal(), both async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        )
+    };
+}
+
+/// Selects this invocation's runs: the shard, the filter, and (unless forced) not yet done.
+pub fn select(
+    planned: Vec<PlannedRun>,
+    opts: &RunOptions,
+    store: &Store,
+) -> (Vec<PlannedRun>, usize) {
+    let chosen: Vec<PlannedRun> = planned
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|(index, count)| i % count == index))
+        .map(|(_, run)| run)
+        .filter(|run| opts.only.as_deref().is_none_or(|f| run.matches(f)))
+        .collect();
+    let total = chosen.len();
+    let pending: Vec<PlannedRun> = chosen
+        .into_iter()
+        .filter(|r| opts.force || !store.is_done(&r.id))
+        .collect();
+    let done = total - pending.len();
+    (pending, done)
+}
+
+pub fn run(
+    manifest: &Manifest,
+    runs: Vec<PlannedRun>,
+    store: &Store,
+    hub: &HubSettings,
+    force: bool,
+) -> Result<RunReport, BenchError> {
+    let mut report = RunReport::default();
+    if runs.is_empty() {
+        return Ok(report);
+    }
+    install_interrupt_handler();
+    let engine = load_engine(manifest, hub)?;
+    let mut prompts = PromptSets::default();
+    let progress = Progress::new(runs.len());
+    for run in &runs {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            report.interrupted = true;
+            break;
+        }
+        progress.start_run(run);
+        let Some(_lock) = store.try_lock(&run.id)? else {
+            progress.println(format!(
+                "skip {} {} (running elsewhere)",
+                short(&run.id),
+                run.label()
+            ));
+            report.skipped_locked.push(run.id.clone());
+            continue;
+        };
+        // Another runner may have finished it between planning and locking.
+        if store.is_done(&run.id) && !force {
+            progress.println(format!(
+                "skip {} {} (done elsewhere)",
+                short(&run.id),
+                run.label()
+            ));
+            report.already_done += 1;
+            progress.finish_run();
+            continue;
+        }
+        match execute(run, manifest, &engine, &mut prompts, store, hub, &progress) {
+            Ok(None) => {
+                report.interrupted = true;
+                break;
+            }
+            Ok(Some(result)) => {
+                let lossless = result["lossless"].as_bool().unwrap_or(false);
+                let rate = result["summary"]["throughput_tokens_per_s"]["mean"]
+                    .as_f64()
+                    .unwrap_or(0.0);
+                store.write_result(&run.id, result)?;
+                let flag = if lossless {
+                    ""
+                } else {
+                    "  NOT LOSSLESS: output differs from AR"
+                };
+                progress.println(format!(
+                    "done {} {} {rate:.1} tokens/s{flag}",
+                    short(&run.id),
+                    run.label()
+                ));
+                if !lossless {
+                    report.not_lossless.push(run.id.clone());
+                }
+                report.completed.push(run.id.clone());
+            }
+            Err(error) => {
+                let message = error.to_string();
+                store.write_failure(&run.id, &run.config, &message)?;
+                progress.println(format!(
+                    "FAILED {} {}: {message}",
+                    short(&run.id),
+                    run.label()
+                ));
+                report.failed.push((run.id.clone(), message));
+            }
+        }
+        progress.finish_run();
+    }
+    progress.finish();
+    Ok(report)
+}
+
+pub fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+fn load_engine(manifest: &Manifest, hub: &HubSettings) -> Result<Engine, BenchError> {
+    let source = |m: &ModelRef| match m {
+        ModelRef::Hub { hub, revision } => ModelSource::Hub {
+            repo: hub.clone(),
+            revision: revision.clone(),
+        },
+        ModelRef::Path { path } => ModelSource::Local(path.clone()),
+    };
+    let (device, _) = resolve_device(&manifest.models.device)?;
+    let spec = EngineSpec {
+        target: source(&manifest.models.target),
+        draft: manifest.models.draft.as_ref().map(source),
+        tokenizer: None,
+        dtype: parse_dtype(&manifest.models.dtype)?,
+        device,
+    };
+    Ok(Engine::load(&spec, hub)?)
+}
+
+/// A dataset's prompts, tokenized, and the AR outputs every other method must reproduce.
+#[derive(Default)]
+struct PromptSets {
+    prompts: HashMap<String, Vec<(Prompt, Vec<u32>)>>,
+    /// dataset → prompt sha256 → AR output sha256.
+    reference: HashMap<String, HashMap<String, String>>,
+}
+
+impl PromptSets {
+    fn get(
+        &mut self,
+        dataset: &str,
+        manifest: &Manifest,
+        engine: &Engine,
+        hub: &HubSettings,
+    ) -> Result<&[(Prompt, Vec<u32>)], BenchError> {
+        if !self.prompts.contains_key(dataset) {
+            let spec = &manifest.datasets[dataset];
+            let mut texts = Vec::new();
+            let mut first_path = PathBuf::new();
+            for path in dataset_files(&spec.source, hub)? {
+                texts.extend(data::load_texts(&path, &spec.column)?);
+                first_path = path;
+            }
+            let request = PromptRequest {
+                kind: &spec.kind,
+                count: manifest.prompts.count,
+                max_chars: manifest.prompts.max_chars,
+                seed: manifest.experiment.seed,
+            };
+            let prompts = data::build_prompts(&texts, &request, &first_path)?;
+            let tokenized = prompts
+                .into_iter()
+                .map(|p| engine.encode(&p.text).map(|ids| (p, ids)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.prompts.insert(dataset.to_string(), tokenized);
+        }
+        Ok(&self.prompts[dataset])
+    }
+}
+
+/// Local, checksum-verified paths of a dataset's files.
+fn dataset_files(source: &DatasetSource, hub: &HubSettings) -> Result<Vec<PathBuf>, BenchError> {
+    match source {
+        DatasetSource::Path { path, sha256 } => {
+            if let Some(expected) = sha256 {
+                data::verify_checksum(path, expected)?;
+            }
+            Ok(vec![path.clone()])
+        }
+        DatasetSource::Hub {
+            hub: repo,
+            revision,
+            files,
+        } => files
+            .iter()
+            .map(|(file, expected)| {
+                let path = data::fetch_hub_file(repo, revision, file, hub)?;
+                data::verify_checksum(&path, expected)?;
+                Ok(path)
+            })
+            .collect(),
+    }
+}
+
+/// Runs warm-ups then measured repeats for every prompt; `None` when interrupted.
+fn execute(
+    run: &PlannedRun,
+    manifest: &Manifest,
+    engine: &Engine,
+    prompts: &mut PromptSets,
+    store: &Store,
+    hub: &HubSettings,
+    progress: &Progress,
+) -> Result<Option<Value>, BenchError> {
+    let method = &run.point.method;
+    let settings = engine.settings(
+        manifest.generation.max_new_tokens,
+        manifest.generation.stop_at_eos,
+    );
+    let set = prompts
+        .get(&run.point.dataset, manifest, engine, hub)?
+        .to_vec();
+    let reference = reference_outputs(run, engine, prompts, store, &set, &settings)?;
+    let (warmup, repeats) = (manifest.experiment.warmup, manifest.experiment.repeats);
+    progress.set_tokens(set.len() * (warmup + repeats) * settings.max_new_tokens);
+    let provenance = Provenance::start(!engine.target.device().is_cpu());
+    let mut records = Vec::with_capacity(set.len() * repeats);
+    for (index, (prompt, ids)) in set.iter().enumerate() {
+        for repeat in 0..warmup + repeats {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            memory::reset_peak();
+            let generation = engine.generate(method, ids, &settings)?;
+            progress.add_tokens(settings.max_new_tokens);
+            if repeat < warmup {
+                continue;
+            }
+            let at = Measured {
+                prompt_index: index,
+                prompt_sha256: &prompt.sha256,
+                prompt_tokens: ids.len(),
+                repeat: repeat - warmup,
+            };
+            let mut record = Record::new(at, &generation);
+            record.lossless = reference.get(&prompt.sha256) == Some(&record.output_sha256);
+            records.push(record);
+        }
+    }
+    let lossless = records.iter().all(|r| r.lossless);
+    Ok(Some(json!({
+        "id": run.id,
+        "config": run.config,
+        "manifest": {
+            "path": manifest.path,
+            "experiment": manifest.experiment.name,
+            "dataset_label": manifest.datasets[&run.point.dataset].label,
+        },
+        "provenance": provenance.finish(),
+        "prompts": set.iter().map(|(p, ids)| json!({"sha256": p.sha256, "tokens": ids.len()})).collect::<Vec<_>>(),
+        "records": records,
+        "summary": summarize(&records, method.needs_draft()),
+        "lossless": lossless,
+    })))
+}
+
+/// AR's output per prompt: from the stored AR run of the same inputs when there is one, else
+/// generated here (untimed). For an AR run itself, its own first repeat must match the rest.
+fn reference_outputs(
+    run: &PlannedRun,
+    engine: &Engine,
+    prompts: &mut PromptSets,
+    store: &Store,
+    set: &[(Prompt, Vec<u32>)],
+    settings: &GenerationSettings,
+) -> Result<HashMap<String, String>, BenchError> {
+    if let Some(known) = prompts.reference.get(&run.point.dataset) {
+        return Ok(known.clone());
+    }
+    let mut ar_config = run.config.clone();
+    ar_config["method"] = json!("ar");
+    ar_config["params"] = json!({});
+    ar_config["models"]["draft"] = Value::Null;
+    let from_store = store
+        .read_result(&crate::store::run_id(&ar_config))
+        .ok()
+        .flatten()
+        .map(|result| {
+            result["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    Some((
+                        r["prompt_sha256"].as_str()?.to_string(),
+                        r["output_sha256"].as_str()?.to_string(),
+                    ))
+                })
+                .collect::<HashMap<_, _>>()
+        });
+    let reference = match from_store {
+        Some(map) if map.len() == set.len() => map,
+        _ => {
+            let mut map = HashMap::new();
+            for (prompt, ids) in set {
+                let generation = engine.generate(&Method::Ar, ids, settings)?;
+                map.insert(prompt.sha256.clone(), tokens_sha256(&generation.tokens));
+            }
+            map
+        }
+    };
+    prompts
+        .reference
+        .insert(run.point.dataset.clone(), reference.clone());
+    Ok(reference)
+}
+
+/// Runs overall with ETA, tokens within the current run; silent when stderr is not a terminal.
+struct Progress {
+    bars: MultiProgress,
+    runs: ProgressBar,
+    tokens: ProgressBar,
+}
+
+impl Progress {
+    fn new(runs: usize) -> Self {
+        let bars = MultiProgress::new();
+        let style =
+            |template: &str| ProgressStyle::with_template(template).expect("valid template");
+        let runs_bar = bars.add(ProgressBar::new(runs as u64));
+        runs_bar.set_style(style(
+            "runs   {bar:30} {pos}/{len} [{elapsed_precise}, ETA {eta_precise}] {msg}",
+        ));
+        let tokens = bars.add(ProgressBar::new(0));
+        tokens.set_style(style("tokens {bar:30} {pos}/{len} {per_sec}"));
+        Self {
+            bars,
+            runs: runs_bar,
+            tokens,
+        }
+    }
+
+    fn start_run(&self, run: &PlannedRun) {
+        self.runs.set_message(run.label());
+        self.tokens.set_position(0);
+    }
+
+    fn set_tokens(&self, total: usize) {
+        self.tokens.set_length(total as u64);
+    }
+
+    fn add_tokens(&self, n: usize) {
+        self.tokens.inc(n as u64);
+    }
+
+    fn finish_run(&self) {
+        self.runs.inc(1);
+    }
+
+    /// Prints above the bars (or plainly when they are hidden).
+    fn println(&self, line: String) {
+        if self.bars.is_hidden() {
+            println!("{line}");
+        } else {
+            let _ = self.bars.println(line);
+        }
+    }
+
+    fn finish(&self) {
+        self.tokens.finish_and_clear();
+        self.runs.finish();
+    }
+}

@@ -1,0 +1,69 @@
+//! Summary statistics over repeated measurements.
+
+use serde::Serialize;
+
+/// Mean, sample standard deviation and the half-width of a two-sided 95% Student-t interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub std: f64,
+    pub ci95: f64,
+    pub n: usize,
+}
+
+impl Estimate {
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let n = values.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = values.iter().sum::<f64>() / n as f64;
+        if n == 1 {
+            return Some(Self {
+                mean,
+                std: 0.0,
+                ci95: 0.0,
+                n,
+            });
+        }
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        let std = var.sqrt();
+        Some(Self {
+            mean,
+            std,
+            ci95: t_975(n - 1) * std / (n as f64).sqrt(),
+            n,
+        })
+    }
+}
+
+/// 97.5% quantile of Student's t with `df` degrees of freedom.
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        // Beyond 30 the quantile is within 0.2% of 1.96 + 2.4 / df.
+        _ => 1.96 + 2.4 / df as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_matches_hand_computation() {
+        let e = Estimate::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(e.mean, 2.5);
+        assert!((e.std - 1.290_994).abs() < 1e-6);
+        assert!((e.ci95 - 3.182 * 1.290_994 / 2.0).abs() < 1e-5);
+        assert!(Estimate::of(&[]).is_none());
+        assert_eq!(Estimate::of(&[7.0]).unwrap().ci95, 0.0);
+        assert!((t_975(120) - 1.98).abs() < 0.005);
+    }
+}

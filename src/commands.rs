@@ -1,0 +1,193 @@
+//! Command handlers: the edge between the parsed command line and the stages, printing for
+//! people (or JSON) and turning failures into exit codes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::bench::runner::{self, short, RunOptions};
+use crate::bench::{self, PlannedRun};
+use crate::manifest::{self, Manifest};
+use crate::model::HubSettings;
+use crate::store::Store;
+
+fn load(path: &Path) -> Result<Manifest> {
+    Ok(manifest::load(path)?)
+}
+
+fn planned(manifest: &Manifest, artifacts: &Path) -> Result<Vec<PlannedRun>> {
+    bench::plan(manifest, artifacts, &HubSettings::from_env()).context("planning runs")
+}
+
+/// `dynatree check`: validates a manifest and its grid without running anything.
+pub fn check(path: &Path) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let points = crate::grid::expand(&manifest)?;
+    println!("{}: ok, {} runs", path.display(), points.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree plan`: the expanded grid with ids, in run order.
+pub fn plan(path: &Path, artifacts: &Path, as_json: bool) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    for run in planned(&manifest, artifacts)? {
+        if as_json {
+            let line = json!({"id": run.id, "dataset": run.point.dataset, "method": run.point.method.name(), "params": run.point.method.params()});
+            println!("{line}");
+        } else {
+            println!("{}  {}", run.id, run.label());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree run`.
+pub fn run(path: &Path, artifacts: &Path, options: RunOptions) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let store = Store::open(artifacts)?;
+    let all = planned(&manifest, artifacts)?;
+    let (pending, done) = runner::select(all, &options, &store);
+    let force = options.force;
+    if pending.is_empty() {
+        println!("nothing to do: {done} runs already done");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let hub = HubSettings::from_env();
+    let report = runner::run(&manifest, pending, &store, &hub, force)?;
+    println!(
+        "{} done now, {done} done before, {} running elsewhere, {} failed",
+        report.completed.len(),
+        report.skipped_locked.len(),
+        report.failed.len()
+    );
+    if !report.not_lossless.is_empty() {
+        eprintln!(
+            "error: {} runs are NOT lossless (their output differs from AR):",
+            report.not_lossless.len()
+        );
+        for id in &report.not_lossless {
+            eprintln!("  {id}");
+        }
+    }
+    if report.interrupted {
+        eprintln!("interrupted: finished runs are kept; run again to continue");
+        return Ok(ExitCode::from(130));
+    }
+    let failed = !report.failed.is_empty() || !report.not_lossless.is_empty();
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `dynatree status`.
+pub fn status(path: &Path, artifacts: &Path) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let store = Store::open(artifacts)?;
+    let status = bench::status(planned(&manifest, artifacts)?, &store);
+    println!(
+        "{}: {} done, {} failed, {} pending",
+        path.display(),
+        status.done.len(),
+        status.failed.len(),
+        status.pending.len()
+    );
+    for (run, error) in &status.failed {
+        println!("failed   {}  {}: {error}", short(&run.id), run.label());
+    }
+    for run in &status.pending {
+        println!("pending  {}  {}", short(&run.id), run.label());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree verify`: every stored result against its checksum and id.
+pub fn verify(artifacts: &Path) -> Result<ExitCode> {
+    let store = Store::open(artifacts)?;
+    let problems = store.verify()?;
+    let good = store.done_ids()?.len();
+    for p in &problems {
+        println!("BAD  {}: {}", p.path.display(), p.problem);
+    }
+    println!("{good} results verify, {} problems", problems.len());
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `dynatree why`: which inputs make two runs differ.
+pub fn why(left: &str, right: &str, artifacts: &Path) -> Result<ExitCode> {
+    let store = Store::open(artifacts)?;
+    let config = |prefix: &str| -> Result<(String, serde_json::Value)> {
+        let id = resolve_id(&store, prefix)?;
+        let path = store.result_path(&id);
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok((id, value["config"].clone()))
+    };
+    let (left_id, left) = config(left)?;
+    let (right_id, right) = config(right)?;
+    let differences = bench::config_diff(&left, &right);
+    if differences.is_empty() {
+        println!(
+            "{} and {} have the same inputs",
+            short(&left_id),
+            short(&right_id)
+        );
+    }
+    for line in differences {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A full id from a unique prefix of a stored result's id.
+fn resolve_id(store: &Store, prefix: &str) -> Result<String> {
+    let ids: Vec<String> = std::fs::read_dir(store.root().join("runs"))
+        .with_context(|| format!("reading {}", store.root().join("runs").display()))?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .filter(|id| id.starts_with(prefix))
+        .collect();
+    match ids.as_slice() {
+        [id] => Ok(id.clone()),
+        [] => bail!(
+            "no stored result has an id starting with {prefix:?} in {}",
+            store.root().display()
+        ),
+        _ => bail!(
+            "{prefix:?} matches {} results; give more characters",
+            ids.len()
+        ),
+    }
+}
+
+/// Parses `--shard I/N`.
+pub fn parse_shard(text: &str) -> std::result::Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {text:?}: expected I/N, e.g. 0/4"))?;
+    let (i, n): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("--shard {text:?}: I is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("--shard {text:?}: N is not a number"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("--shard {text:?}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}

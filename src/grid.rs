@@ -1,0 +1,524 @@
+//! Expands a manifest's sweep into the ordered list of runs.
+//!
+//! The order is stable, because result files and tables follow it:
+//! - datasets in `sweep.dataset` order (the outer loop);
+//! - in each dataset, AR first (always, exactly once: every speculative method is compared with
+//!   it, so it is added when not listed), then the methods in `sweep.method` order;
+//! - within a method, its axes in the fixed order of `manifest::axis_specs` (linear: k;
+//!   dynatree: depth, branch, tau, max_nodes; hf_assisted: num_assistant_tokens, schedule,
+//!   confidence_threshold), the last varying fastest, values in the order written. A zip group
+//!   takes the place of its first axis in that order and steps its axes together.
+//!
+//! Points matching an `[[sweep.exclude]]` are dropped. Expansion is linear in the number of
+//! points: excludes are looked up by hash, not compared one by one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::decode::{Method, TreeParams};
+use crate::manifest::{axis_specs, Exclude, Location, Manifest, ManifestError, MethodAxes, Param};
+
+/// The most axes any method has (dynatree).
+const MAX_AXES: usize = 4;
+
+/// One run: a method with all its parameters, on one dataset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GridPoint {
+    pub dataset: String,
+    pub method: Method,
+}
+
+/// A point's identity, for the no-duplicates assertion.
+type PointKey = (usize, &'static str, [u64; MAX_AXES]);
+
+/// All runs of a manifest, in the order documented above.
+///
+/// A manifest from `manifest::parse` always expands; the errors are for manifests built or
+/// edited in code (a malformed axis, an out-of-range value, an exclude matching nothing).
+pub fn expand(manifest: &Manifest) -> Result<Vec<GridPoint>, ManifestError> {
+    let sweep = &manifest.sweep;
+    let file = manifest.path.as_path();
+    let plans = sweep
+        .method
+        .iter()
+        .filter(|m| m.method != "ar")
+        .map(|m| Plan::new(m, file))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per_dataset = 1 + plans.iter().map(Plan::len).sum::<usize>();
+    let mut out = Output {
+        points: Vec::with_capacity(per_dataset * sweep.dataset.len()),
+        seen: HashSet::with_capacity(per_dataset * sweep.dataset.len()),
+        matched: vec![false; sweep.exclude.len()],
+    };
+    for (d, dataset) in sweep.dataset.iter().enumerate() {
+        out.push(d, dataset, Method::Ar, [0; MAX_AXES]);
+        for plan in &plans {
+            let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
+            plan.expand(d, dataset, &filter, &mut out, file)?;
+        }
+    }
+    if let Some(i) = out.matched.iter().position(|m| !m) {
+        return Err(ManifestError::Invalid {
+            at: sweep.exclude[i].at.clone(),
+            message: "exclude matches no point of the grid".to_string(),
+        });
+    }
+    Ok(out.points)
+}
+
+struct Output {
+    points: Vec<GridPoint>,
+    seen: HashSet<PointKey>,
+    /// Per exclude: whether it dropped at least one point.
+    matched: Vec<bool>,
+}
+
+impl Output {
+    fn push(&mut self, d: usize, dataset: &str, method: Method, bits: [u64; MAX_AXES]) {
+        let fresh = self.seen.insert((d, method.name(), bits));
+        assert!(fresh, "duplicate grid point {dataset} {method:?}");
+        self.points.push(GridPoint {
+            dataset: dataset.to_string(),
+            method,
+        });
+    }
+}
+
+fn invalid(file: &Path, message: String) -> ManifestError {
+    ManifestError::Invalid {
+        at: Location {
+            file: file.to_path_buf(),
+            line_col: None,
+        },
+        message,
+    }
+}
+
+/// One method's axes, grouped into the units that step together.
+struct Plan<'m> {
+    axes: &'m MethodAxes,
+    /// Axis indices per step unit, in grid order: a single axis or a zip group.
+    groups: Vec<Vec<usize>>,
+    /// Values per group.
+    lens: Vec<usize>,
+}
+
+impl<'m> Plan<'m> {
+    fn new(axes: &'m MethodAxes, file: &Path) -> Result<Self, ManifestError> {
+        check_shape(axes, file)?;
+        let zips = zip_groups(axes, file)?;
+        let mut groups = Vec::with_capacity(axes.axes.len());
+        for i in 0..axes.axes.len() {
+            match zips.iter().find(|g| g.contains(&i)) {
+                // A zip group stands where its first axis would.
+                Some(group) if group.iter().min() == Some(&i) => groups.push(group.clone()),
+                Some(_) => {}
+                None => groups.push(vec![i]),
+            }
+        }
+        let lens = groups
+            .iter()
+            .map(|g| axes.axes[g[0]].values.len())
+            .collect();
+        Ok(Self { axes, groups, lens })
+    }
+
+    fn len(&self) -> usize {
+        self.lens.iter().product()
+    }
+
+    /// Appends this method's points for one dataset, last group varying fastest.
+    fn expand(
+        &self,
+        d: usize,
+        dataset: &str,
+        filter: &Filter,
+        out: &mut Output,
+        file: &Path,
+    ) -> Result<(), ManifestError> {
+        let name = self.axes.method;
+        let mut rows = vec![0usize; self.groups.len()];
+        let mut params = [Param::Count(0); MAX_AXES];
+        let mut bits = [0u64; MAX_AXES];
+        for _ in 0..self.len() {
+            for (group, &row) in self.groups.iter().zip(&rows) {
+                for &a in group {
+                    params[a] = self.axes.axes[a].values[row];
+                    bits[a] = params[a].bits();
+                }
+            }
+            if !filter.drops(&bits, &mut out.matched) {
+                let method = build(name, &params);
+                method
+                    .validate()
+                    .map_err(|e| invalid(file, format!("sweep.{name}: {e}")))?;
+                out.push(d, dataset, method, bits);
+            }
+            step(&mut rows, &self.lens);
+        }
+        Ok(())
+    }
+}
+
+/// Advances an odometer whose last digit turns fastest.
+fn step(rows: &mut [usize], lens: &[usize]) {
+    for k in (0..rows.len()).rev() {
+        rows[k] += 1;
+        if rows[k] < lens[k] {
+            return;
+        }
+        rows[k] = 0;
+    }
+}
+
+/// The axes must be the method's, in its order, non-empty and of the right kind.
+fn check_shape(m: &MethodAxes, file: &Path) -> Result<(), ManifestError> {
+    let specs = axis_specs(m.method);
+    if specs.is_empty() {
+        return Err(invalid(
+            file,
+            format!("unknown method {:?} in sweep", m.method),
+        ));
+    }
+    let names: Vec<&str> = m.axes.iter().map(|a| a.name).collect();
+    let expected: Vec<&str> = specs.iter().map(|s| s.name).collect();
+    if names != expected {
+        return Err(invalid(
+            file,
+            format!(
+                "sweep.{}: axes must be {}, got {}",
+                m.method,
+                expected.join(", "),
+                names.join(", ")
+            ),
+        ));
+    }
+    for (axis, spec) in m.axes.iter().zip(specs) {
+        let well_typed = axis.values.iter().all(|v| v.kind() == spec.kind);
+        if axis.values.is_empty() || !well_typed {
+            return Err(invalid(
+                file,
+                format!(
+                    "sweep.{}.{}: needs at least one value, all of kind {:?}",
+                    m.method, axis.name, spec.kind
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Zip groups as indices: known axes, each zipped once, equal lengths.
+fn zip_groups(m: &MethodAxes, file: &Path) -> Result<Vec<Vec<usize>>, ManifestError> {
+    let indices = m.zip_indices();
+    let mut used = HashSet::new();
+    for (group, names) in indices.iter().zip(&m.zip) {
+        let len = m.axes[group[0]].values.len();
+        let consistent = group.len() == names.len()
+            && group.iter().all(|&i| used.insert(i))
+            && group.iter().all(|&i| m.axes[i].values.len() == len);
+        if !consistent {
+            return Err(invalid(
+                file,
+                format!(
+                    "sweep.{}: zip group [{}] must name distinct, unzipped axes of equal length",
+                    m.method,
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(indices)
+}
+
+/// The method of a point from its axis values (validated by `check_shape`).
+fn build(name: &str, p: &[Param; MAX_AXES]) -> Method {
+    let count = |i: usize| p[i].as_count().expect("count axis");
+    let probability = |i: usize| p[i].as_probability().expect("probability axis");
+    match name {
+        "linear" => Method::Linear { k: count(0) },
+        "dynatree" => Method::Dynatree(TreeParams {
+            depth: count(0),
+            branch: count(1),
+            tau: probability(2),
+            max_nodes: count(3),
+        }),
+        "hf_assisted" => Method::HfAssisted {
+            num_assistant_tokens: count(0),
+            schedule: p[1].as_schedule().expect("schedule axis"),
+            confidence_threshold: probability(2),
+        },
+        other => unreachable!("check_shape rejects method {other:?}"),
+    }
+}
+
+/// The excludes that apply to one method on one dataset, indexed for O(1) lookups per point:
+/// one hash map per set of constrained axes.
+struct Filter {
+    signatures: Vec<Signature>,
+}
+
+struct Signature {
+    /// Constrained axis indices, ascending.
+    axes: Vec<usize>,
+    /// Constrained values' bits -> the excludes with exactly those values.
+    rules: HashMap<Vec<u64>, Vec<usize>>,
+}
+
+impl Filter {
+    fn new(excludes: &[Exclude], m: &MethodAxes, dataset: &str) -> Self {
+        let mut signatures: Vec<Signature> = Vec::new();
+        for (i, rule) in excludes.iter().enumerate() {
+            let applies =
+                rule.method == m.method && rule.dataset.as_deref().is_none_or(|d| d == dataset);
+            let Some(constraints) = applies.then(|| constraints(rule, m)).flatten() else {
+                continue;
+            };
+            let (axes, key): (Vec<usize>, Vec<u64>) = constraints.into_iter().unzip();
+            let index = match signatures.iter().position(|s| s.axes == axes) {
+                Some(index) => index,
+                None => {
+                    signatures.push(Signature {
+                        axes,
+                        rules: HashMap::new(),
+                    });
+                    signatures.len() - 1
+                }
+            };
+            signatures[index].rules.entry(key).or_default().push(i);
+        }
+        Self { signatures }
+    }
+
+    /// Whether any exclude drops the point; marks every exclude that matches it.
+    fn drops(&self, bits: &[u64; MAX_AXES], matched: &mut [bool]) -> bool {
+        let mut key = [0u64; MAX_AXES];
+        let mut dropped = false;
+        for signature in &self.signatures {
+            let n = signature.axes.len();
+            for (slot, &a) in key.iter_mut().zip(&signature.axes) {
+                *slot = bits[a];
+            }
+            if let Some(rules) = signature.rules.get(&key[..n]) {
+                dropped = true;
+                for &r in rules {
+                    matched[r] = true;
+                }
+            }
+        }
+        dropped
+    }
+}
+
+/// (axis index, value bits) per constrained parameter, ascending by axis; `None` when a
+/// parameter is not an axis of the method (such a rule can match nothing).
+fn constraints(rule: &Exclude, m: &MethodAxes) -> Option<Vec<(usize, u64)>> {
+    let mut constraints = rule
+        .params
+        .iter()
+        .map(|(name, value)| {
+            let a = m.axes.iter().position(|axis| axis.name == *name)?;
+            let kind = m.axes[a].values.first().map(Param::kind);
+            (kind == Some(value.kind())).then(|| (a, value.bits()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    constraints.sort_unstable();
+    Some(constraints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Schedule;
+    use crate::manifest;
+
+    fn manifest_with(sweep: &str) -> Manifest {
+        let text = format!(
+            r#"
+[experiment]
+name = "t"
+repeats = 1
+[models]
+target = {{ path = "target" }}
+draft = {{ path = "draft" }}
+dtype = "f32"
+device = "cpu"
+[datasets.a]
+label = "A"
+kind = "text"
+path = "a.parquet"
+[datasets.b]
+label = "B"
+kind = "text"
+path = "b.parquet"
+[prompts]
+count = 1
+max_chars = 10
+[generation]
+max_new_tokens = 4
+{sweep}"#
+        );
+        manifest::parse(&text, Path::new("t.toml")).unwrap()
+    }
+
+    fn names(points: &[GridPoint]) -> Vec<String> {
+        points
+            .iter()
+            .map(|p| format!("{} {} {}", p.dataset, p.method.name(), p.method.params()))
+            .collect()
+    }
+
+    #[test]
+    fn ar_is_added_first_once_per_dataset() {
+        let m = manifest_with(
+            "[sweep]\ndataset = [\"b\", \"a\"]\nmethod = [\"linear\", \"ar\"]\n[sweep.linear]\nk = [3, 1]\n",
+        );
+        assert_eq!(
+            names(&expand(&m).unwrap()),
+            [
+                "b ar {}",
+                "b linear {\"k\":3}",
+                "b linear {\"k\":1}",
+                "a ar {}",
+                "a linear {\"k\":3}",
+                "a linear {\"k\":1}",
+            ]
+        );
+    }
+
+    #[test]
+    fn last_axis_varies_fastest_and_zip_steps_together() {
+        let m = manifest_with(
+            r#"[sweep]
+dataset = ["a", "b"]
+method = ["dynatree"]
+[sweep.dynatree]
+depth = [2, 3]
+branch = [1, 2]
+tau = [0.1, 0.2]
+max_nodes = [8, 16]
+zip = [["max_nodes", "depth"]]
+"#,
+        );
+        let points = expand(&m).unwrap();
+        let shape: Vec<(usize, usize, f64, usize)> = points[1..9]
+            .iter()
+            .map(|p| match p.method {
+                Method::Dynatree(t) => (t.depth, t.branch, t.tau, t.max_nodes),
+                _ => panic!("not dynatree"),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (2, 1, 0.1, 8),
+                (2, 1, 0.2, 8),
+                (2, 2, 0.1, 8),
+                (2, 2, 0.2, 8),
+                (3, 1, 0.1, 16),
+                (3, 1, 0.2, 16),
+                (3, 2, 0.1, 16),
+                (3, 2, 0.2, 16),
+            ]
+        );
+        assert_eq!(points.len(), 18);
+    }
+
+    #[test]
+    fn excludes_by_dataset_and_method_only() {
+        let m = manifest_with(
+            r#"[sweep]
+dataset = ["a", "b"]
+method = ["ar", "linear", "hf_assisted"]
+[sweep.linear]
+k = [1, 2]
+[sweep.hf_assisted]
+schedule = ["heuristic", "constant"]
+[[sweep.exclude]]
+method = "linear"
+dataset = "b"
+[[sweep.exclude]]
+schedule = "constant"
+dataset = "a"
+"#,
+        );
+        let points = expand(&m).unwrap();
+        assert_eq!(
+            names(&points)
+                .iter()
+                .map(|s| s.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>(),
+            [
+                "a ar",
+                "a linear",
+                "a linear",
+                "a hf_assisted",
+                "b ar",
+                "b hf_assisted",
+                "b hf_assisted",
+            ]
+        );
+        assert_eq!(
+            points[3].method,
+            Method::HfAssisted {
+                num_assistant_tokens: 5,
+                schedule: Schedule::Heuristic,
+                confidence_threshold: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn overlapping_excludes_both_count_as_matching() {
+        let m = manifest_with(
+            r#"[sweep]
+dataset = ["a", "b"]
+method = ["linear"]
+[sweep.linear]
+k = [1, 2]
+[[sweep.exclude]]
+k = 1
+[[sweep.exclude]]
+method = "linear"
+k = 1
+dataset = "a"
+"#,
+        );
+        assert_eq!(
+            names(&expand(&m).unwrap()),
+            [
+                "a ar {}",
+                "a linear {\"k\":2}",
+                "b ar {}",
+                "b linear {\"k\":2}"
+            ]
+        );
+    }
+
+    #[test]
+    fn code_built_manifests_are_checked() {
+        let mut m = manifest_with("[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n");
+        m.sweep.method[0].axes[0].values = vec![Param::Count(0)];
+        let err = expand(&m).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "t.toml: sweep.linear: linear k must be at least 1, got 0"
+        );
+
+        let mut m = manifest_with(
+            "[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n[[sweep.exclude]]\nk = 6\n",
+        );
+        m.sweep.method[0].axes[0].values = vec![Param::Count(7)];
+        let err = expand(&m).unwrap_err().to_string();
+        assert_eq!(err, "t.toml:26:1: exclude matches no point of the grid");
+
+        let mut m = manifest_with("[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n");
+        m.sweep.method[0].axes[0].values = vec![Param::Probability(0.5)];
+        assert!(expand(&m)
+            .unwrap_err()
+            .to_string()
+            .contains("sweep.linear.k"));
+    }
+}

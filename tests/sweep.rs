@@ -1,0 +1,284 @@
+//! Sweeps end to end on the fixture pair and real WikiText-2 text: planning, running, resuming,
+//! verifying, crash safety and concurrent runners.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::fixture_dir;
+
+const WIKITEXT_VALIDATION_SHA256: &str =
+    "c8b0b8392de88ea12d4afb764e91d1ef9e4d17eeaeb2d2055a5ee1677dde2963";
+const RUNS: usize = 5;
+
+fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path)
+}
+
+/// A small sweep: AR, linear k=2 and 4, a tree, HF assisted; 2 prompts, 2 repeats, 10 tokens.
+fn write_manifest(dir: &Path) -> PathBuf {
+    write_manifest_with_tokens(dir, 10)
+}
+
+fn write_manifest_with_tokens(dir: &Path, tokens: usize) -> PathBuf {
+    let text = format!(
+        r#"
+[experiment]
+name = "e2e"
+description = "end-to-end test"
+seed = 3
+repeats = 2
+warmup = 1
+
+[models]
+target = {{ path = "{target}" }}
+draft = {{ path = "{draft}" }}
+dtype = "f32"
+device = "cpu"
+
+[datasets.wikitext2]
+label = "WikiText-2"
+kind = "wikitext"
+path = "{data}"
+sha256 = "sha256:{WIKITEXT_VALIDATION_SHA256}"
+
+[prompts]
+count = 2
+max_chars = 200
+
+[generation]
+max_new_tokens = {tokens}
+stop_at_eos = false
+
+[sweep]
+dataset = ["wikitext2"]
+method = ["ar", "linear", "dynatree", "hf_assisted"]
+
+[sweep.linear]
+k = [2, 4]
+
+[sweep.dynatree]
+depth = [3]
+branch = [2]
+tau = [0.0]
+max_nodes = [8]
+"#,
+        target = fixture_dir().join("target").display(),
+        draft = fixture_dir().join("draft").display(),
+        data = shared("datasets/wikitext-2-raw-v1/validation-00000-of-00001.parquet").display(),
+    );
+    let path = dir.join("e2e.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynatree"));
+    cmd.args(args);
+    if args[0] != "check" {
+        cmd.arg("--artifacts").arg(dir.join("artifacts"));
+    }
+    cmd.env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", dir.join("hub"));
+    cmd
+}
+
+fn dynatree(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args).output().expect("binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+fn results(dir: &Path) -> BTreeMap<String, serde_json::Value> {
+    std::fs::read_dir(dir.join("artifacts/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let value: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            (p.file_stem().unwrap().to_string_lossy().to_string(), value)
+        })
+        .collect()
+}
+
+fn plan_ids(dir: &Path, manifest: &str) -> Vec<String> {
+    ok(dynatree(dir, &["plan", manifest, "--json"]))
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_runs_resumes_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest(dir);
+    let m = manifest.to_str().unwrap();
+    assert!(ok(dynatree(dir, &["check", m])).contains(&format!("{RUNS} runs")));
+    let ids = plan_ids(dir, m);
+    assert_eq!(ids.len(), RUNS);
+    assert_eq!(ids, plan_ids(dir, m), "plan is stable");
+
+    ok(dynatree(dir, &["run", m]));
+    let stored = results(dir);
+    assert_eq!(stored.keys().cloned().collect::<Vec<_>>(), {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted
+    });
+    for (id, result) in &stored {
+        assert_eq!(result["lossless"], true, "{id}");
+        assert_eq!(
+            result["records"].as_array().unwrap().len(),
+            4,
+            "2 prompts x 2 repeats"
+        );
+        let summary = &result["summary"];
+        assert!(summary["throughput_tokens_per_s"]["mean"].as_f64().unwrap() > 0.0);
+        assert!(
+            summary["peak_heap_mb"].as_f64().unwrap() > 0.0,
+            "{id}: heap peak measured"
+        );
+        assert!(result["provenance"]["start_time"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+        assert_eq!(result["content_sha256"].as_str().unwrap().len(), 64);
+    }
+    let ar = &stored[&ids[0]];
+    assert_eq!(ar["config"]["method"], "ar");
+    assert!(ar["summary"]["acceptance_rate"].is_null());
+
+    assert!(ok(dynatree(dir, &["run", m])).contains("nothing to do"));
+    let status = ok(dynatree(dir, &["status", m]));
+    assert!(
+        status.contains(&format!("{RUNS} done, 0 failed, 0 pending")),
+        "{status}"
+    );
+    assert!(ok(dynatree(dir, &["verify"])).contains(&format!("{RUNS} results verify, 0 problems")));
+
+    let why = ok(dynatree(dir, &["why", &ids[1][..10], &ids[2][..10]]));
+    assert!(why.contains("params.k: 2 -> 4"), "{why}");
+
+    // A tampered result is reported, then run again.
+    let victim = dir.join("artifacts/runs").join(format!("{}.json", ids[3]));
+    let text = std::fs::read_to_string(&victim).unwrap();
+    std::fs::write(
+        &victim,
+        text.replacen("\"lossless\":true", "\"lossless\":false", 1),
+    )
+    .unwrap();
+    let out = dynatree(dir, &["verify"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains(&ids[3]), "{}", stdout(&out));
+    let status = ok(dynatree(dir, &["status", m]));
+    assert!(status.contains("1 pending"), "{status}");
+    ok(dynatree(dir, &["run", m]));
+    assert!(ok(dynatree(dir, &["verify"])).contains("0 problems"));
+}
+
+fn spawn_run(dir: &Path, manifest: &str) -> Child {
+    command(dir, &["run", manifest])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner starts")
+}
+
+#[test]
+fn kill_dash_nine_at_random_moments_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest(dir);
+    let m = manifest.to_str().unwrap();
+    let ids = plan_ids(dir, m);
+    let mut state = 0x9e37_79b9u64;
+    for _ in 0..6 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut child = spawn_run(dir, m);
+        std::thread::sleep(Duration::from_millis(150 + (state >> 33) % 900));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Whatever was written so far verifies.
+        let out = ok(dynatree(dir, &["verify"]));
+        assert!(out.contains(" 0 problems"), "{out}");
+    }
+    ok(dynatree(dir, &["run", m]));
+    let stored = results(dir);
+    assert_eq!(stored.len(), RUNS);
+    assert!(ids.iter().all(|id| stored.contains_key(id)));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("artifacts/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !n.ends_with(".json"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert!(ok(dynatree(dir, &["verify"])).contains(&format!("{RUNS} results verify, 0 problems")));
+}
+
+#[test]
+fn two_runners_at_once_run_every_id_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest(dir);
+    let m = manifest.to_str().unwrap();
+    let ids = plan_ids(dir, m);
+    let runners = [spawn_run(dir, m), spawn_run(dir, m)];
+    let outputs: Vec<String> = runners
+        .into_iter()
+        .map(|c| stdout(&c.wait_with_output().unwrap()))
+        .collect();
+    let done: Vec<&str> = outputs
+        .iter()
+        .flat_map(|o| o.lines())
+        .filter_map(|l| l.strip_prefix("done "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let mut unique = done.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(done.len(), unique.len(), "an id ran twice: {outputs:?}");
+    assert_eq!(done.len(), RUNS, "{outputs:?}");
+    assert!(ids.iter().all(|id| done.contains(&&id[..12])));
+    assert!(ok(dynatree(dir, &["verify"])).contains(&format!("{RUNS} results verify")));
+}
+
+#[test]
+fn manifest_errors_point_at_file_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest(dir);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("depth = [3]", "dept = [3]");
+    std::fs::write(&manifest, text).unwrap();
+    let out = dynatree(dir, &["check", manifest.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("e2e.toml:") && err.contains("dept"), "{err}");
+}
