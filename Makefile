@@ -2,7 +2,7 @@
 CARGO ?= cargo
 FIXTURE ?= ../shared/fixtures/tiny-neox
 
-.PHONY: all build test fmt-check clippy unit demo bench bench-hf clean
+.PHONY: all build release test fmt-check clippy unit demo generate-demo bench bench-grid bench-hf clean
 
 all: build
 
@@ -20,10 +20,24 @@ clippy:
 unit:
 	$(CARGO) test
 
-# Every method on the trained fixture pair; each must print AR's tokens.
-demo: build
+EXPERIMENT ?= experiments/tiny.toml
+ARTIFACTS ?= artifacts
+DYNATREE = ./target/release/dynatree
+
+release:
+	$(CARGO) build --release
+
+# The default experiment end to end: plan, run what is not done yet, check every result.
+demo: release
+	$(DYNATREE) check $(EXPERIMENT)
+	$(DYNATREE) run $(EXPERIMENT) --artifacts $(ARTIFACTS)
+	$(DYNATREE) status $(EXPERIMENT) --artifacts $(ARTIFACTS)
+	$(DYNATREE) verify --artifacts $(ARTIFACTS)
+
+# One generation per method on the trained fixture pair; each prints AR's tokens.
+generate-demo: release
 	@for m in ar linear dynatree hf_assisted; do \
-	  ./target/debug/dynatree generate --target $(FIXTURE)/target --draft $(FIXTURE)/draft \
+	  $(DYNATREE) generate --target $(FIXTURE)/target --draft $(FIXTURE)/draft \
 	    --method $$m --prompt "The history of the city" --max-new-tokens 48; \
 	done
 
@@ -31,6 +45,10 @@ demo: build
 # randomly initialised checkpoint of Pythia-410M's shape.
 bench:
 	$(CARGO) bench --bench engine -- $(BENCH_ARGS)
+
+# Planning speed: a 100,000-point grid.
+bench-grid:
+	$(CARGO) bench --bench grid
 
 # The same measurements with Hugging Face transformers (needs PYTHON with torch + transformers).
 PYTHON ?= python3

@@ -282,3 +282,63 @@ fn manifest_errors_point_at_file_line_and_column() {
     assert!(!out.status.success());
     assert!(err.contains("e2e.toml:") && err.contains("dept"), "{err}");
 }
+
+#[test]
+fn run_ids_follow_exactly_the_inputs_that_matter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest(dir);
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let ids_with = |text: &str| {
+        std::fs::write(&manifest, text).unwrap();
+        plan_ids(dir, manifest.to_str().unwrap())
+    };
+    let base = ids_with(&original);
+    // Presentation only: description, comments, key order within a table.
+    let cosmetic = original
+        .replace("description = \"end-to-end test\"", "description = \"another text\"\n# a comment")
+        .replace("count = 2\nmax_chars = 200", "max_chars = 200\ncount = 2");
+    assert_eq!(ids_with(&cosmetic), base);
+    for (from, to) in [
+        ("max_new_tokens = 10", "max_new_tokens = 11"),
+        ("seed = 3", "seed = 4"),
+        ("repeats = 2", "repeats = 3"),
+        ("warmup = 1", "warmup = 2"),
+        ("max_chars = 200", "max_chars = 201"),
+        ("dtype = \"f32\"", "dtype = \"bf16\""),
+        ("stop_at_eos = false", "stop_at_eos = true"),
+    ] {
+        let changed = ids_with(&original.replace(from, to));
+        assert!(changed.iter().all(|id| !base.contains(id)), "{to} must change every id");
+    }
+    // A parameter changes only the runs that have it.
+    let changed = ids_with(&original.replace("k = [2, 4]", "k = [2, 5]"));
+    let same: Vec<bool> = changed.iter().map(|id| base.contains(id)).collect();
+    assert_eq!(same, vec![true, true, false, true, true]);
+}
+
+#[test]
+fn shards_split_a_sweep_and_ctrl_c_keeps_finished_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest_with_tokens(dir, 120);
+    let m = manifest.to_str().unwrap();
+    // Ctrl-C once the first run is done: exit 130, nothing partial, what finished verifies.
+    let mut child = spawn_run(dir, m);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("done "), "{first}");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(ok(dynatree(dir, &["verify"])).contains(" 0 problems"));
+    assert!(results(dir).len() < RUNS);
+
+    let first = ok(dynatree(dir, &["run", m, "--shard", "0/2"]));
+    let second = ok(dynatree(dir, &["run", m, "--shard", "1/2"]));
+    assert!(!first.is_empty() && !second.is_empty());
+    assert_eq!(results(dir).len(), RUNS);
+    let out = dynatree(dir, &["run", m, "--shard", "2/2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need 0 <= I < N"));
+}
