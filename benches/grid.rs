@@ -1,13 +1,15 @@
 //! Plan speed: parses and expands a 100,000-point DynaTree grid (depth 1..=50 x branch 1..=20 x
-//! 100 tau values, one dataset, with excludes) and prints the time of each stage. Expansion must
-//! stay linear in the number of points; this is the check.
+//! 100 tau values, one dataset, with excludes), gives every point its run id, and prints the
+//! time of each stage. Expansion must stay linear in the number of points; this is the check.
 //!
 //! `cargo bench --bench grid`
 
 use std::path::Path;
 use std::time::Instant;
 
-use dynatree::{grid, manifest};
+use dynatree::bench::identity::{run_config, Resolved};
+use dynatree::{grid, manifest, store};
+use serde_json::json;
 
 fn list<T: ToString>(values: impl Iterator<Item = T>) -> String {
     values.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
@@ -65,10 +67,26 @@ fn main() {
     let points = grid::expand(&manifest).expect("bench manifest expands");
     let expanded = start.elapsed();
     assert_eq!(points.len(), 1 + 100_000 - 200);
+    // Identities as `plan` resolves them once per manifest (file hashes are cached separately).
+    let resolved = Resolved {
+        target: json!({"files": {"model.safetensors": format!("sha256:{}", "a".repeat(64))}}),
+        draft: Some(json!({"files": {"model.safetensors": format!("sha256:{}", "b".repeat(64))}})),
+        datasets: [("text".to_string(), json!({"kind": "text", "files": {}}))].into(),
+        device: json!({"kind": "cpu", "name": "bench"}),
+    };
+    let start = Instant::now();
+    let ids: Vec<String> = points
+        .iter()
+        .map(|p| store::run_id(&run_config(&manifest, p, &resolved)))
+        .collect();
+    let identified = start.elapsed();
+    assert_eq!(ids.len(), points.len());
     println!(
-        "grid: parse {:.2} ms, expand {} points {:.2} ms",
+        "grid: parse {:.2} ms, expand {} points {:.2} ms, run ids {:.2} ms, plan total {:.2} ms",
         parsed.as_secs_f64() * 1e3,
         points.len(),
-        expanded.as_secs_f64() * 1e3
+        expanded.as_secs_f64() * 1e3,
+        identified.as_secs_f64() * 1e3,
+        (parsed + expanded + identified).as_secs_f64() * 1e3
     );
 }

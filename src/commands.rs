@@ -9,8 +9,10 @@ use serde_json::json;
 
 use crate::bench::runner::{self, short, RunOptions};
 use crate::bench::{self, PlannedRun};
-use crate::manifest::{self, Manifest};
-use crate::model::HubSettings;
+use crate::data::lock::{Lock, Recorded};
+use crate::data::{self, DataError};
+use crate::manifest::{self, Manifest, ModelRef};
+use crate::model::{HubSettings, ModelFiles, ModelSource};
 use crate::store::Store;
 
 fn load(path: &Path) -> Result<Manifest> {
@@ -81,6 +83,118 @@ pub fn run(path: &Path, artifacts: &Path, options: RunOptions) -> Result<ExitCod
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `dynatree fetch`: downloads every hub dataset file and hub model of a manifest into the
+/// Hugging Face cache, verifies dataset files against the manifest's pins and the lock, and
+/// writes the lock (only when everything verified).
+pub fn fetch(path: &Path, lock_path: &Path, update_lock: bool) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let hub = HubSettings::from_env();
+    let mut lock = Lock::load(lock_path)?;
+    let mut problems = Vec::new();
+    for (name, spec) in &manifest.datasets {
+        let mut files = Vec::new();
+        for outcome in data::fetch::each_dataset_file(&spec.source, &hub) {
+            match outcome {
+                Ok(file) => files.push(file),
+                Err(e) => {
+                    let note = match &e {
+                        DataError::Checksum { .. } | DataError::HubChecksum(_)
+                            if update_lock =>
+                        {
+                            " (--update-lock only records new checksums in the lock; the manifest's pin must still match: change the manifest if the new bytes are intended)"
+                        }
+                        _ => "",
+                    };
+                    problems.push(format!("dataset {name}: {e}{note}"));
+                }
+            }
+        }
+        for file in files {
+            let label = file.locked.name();
+            let (size, sha) = (file.locked.size, file.locked.sha256.clone());
+            match lock.record(file.locked, update_lock, lock_path) {
+                Ok(recorded) => {
+                    let what = match recorded {
+                        Recorded::Unchanged => "ok".to_string(),
+                        Recorded::Added => "ok, added to the lock".to_string(),
+                        Recorded::CommitChanged { from } => format!(
+                            "ok, same bytes at a new commit (was {})",
+                            from.as_deref().unwrap_or("none")
+                        ),
+                        Recorded::Updated { from } => {
+                            format!("UPDATED in the lock (was {from})")
+                        }
+                    };
+                    println!("dataset {name}: {label} {size} bytes {sha} {what}");
+                }
+                Err(e) => problems.push(format!("dataset {name}: {e}")),
+            }
+        }
+    }
+    let models = [
+        Some(&manifest.models.target),
+        manifest.models.draft.as_ref(),
+    ];
+    for model in models.into_iter().flatten() {
+        if let ModelRef::Hub {
+            hub: repo,
+            revision,
+        } = model
+        {
+            let source = ModelSource::Hub {
+                repo: repo.clone(),
+                revision: revision.clone(),
+            };
+            match ModelFiles::resolve(&source, &hub) {
+                Ok(files) => println!(
+                    "model {source}: commit {}, {} weight files",
+                    files.commit.as_deref().unwrap_or("?"),
+                    files.weights.len()
+                ),
+                Err(e) => problems.push(format!("model {source}: {e}")),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        bail!(
+            "{} problems; {} was not written",
+            problems.len(),
+            lock_path.display()
+        );
+    }
+    lock.save(lock_path)?;
+    println!("wrote {}", lock_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree prompts`: every dataset's prompts, built exactly as `run` builds them.
+pub fn prompts(path: &Path, as_json: bool) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let hub = HubSettings::from_env();
+    for (name, spec) in &manifest.datasets {
+        let prompts =
+            data::dataset_prompts(spec, &manifest.prompts, manifest.experiment.seed, &hub)
+                .with_context(|| format!("dataset {name}"))?;
+        if !as_json {
+            println!("== {name} ({}): {} prompts", spec.label, prompts.len());
+        }
+        for (index, prompt) in prompts.iter().enumerate() {
+            let chars = prompt.text.chars().count();
+            if as_json {
+                let line = json!({"dataset": name, "index": index, "sha256": prompt.sha256, "chars": chars, "text": prompt.text});
+                println!("{line}");
+            } else {
+                println!("[{index}] sha256:{} {chars} chars", prompt.sha256);
+                println!("{}\n", prompt.text);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `dynatree status`.

@@ -55,6 +55,22 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Download a manifest's hub datasets and models into the Hugging Face cache, verify the
+    /// datasets' checksums and keep the lock file.
+    Fetch {
+        manifest: PathBuf,
+        /// Record changed checksums in the lock on purpose (the manifest's pins must still match).
+        #[arg(long)]
+        update_lock: bool,
+        #[arg(long, default_value = "datasets/lock.toml")]
+        lock: PathBuf,
+    },
+    /// Print every dataset's prompts, exactly as `run` builds them.
+    Prompts {
+        manifest: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Which runs of a manifest are done, failed or pending.
     Status {
         manifest: PathBuf,
@@ -265,6 +281,12 @@ fn main() -> std::process::ExitCode {
             shard,
             force,
         } => commands::run(&manifest, &artifacts, RunOptions { only, shard, force }),
+        Command::Fetch {
+            manifest,
+            update_lock,
+            lock,
+        } => commands::fetch(&manifest, &lock, update_lock),
+        Command::Prompts { manifest, json } => commands::prompts(&manifest, json),
         Command::Status {
             manifest,
             artifacts,

@@ -296,7 +296,10 @@ fn run_ids_follow_exactly_the_inputs_that_matter() {
     let base = ids_with(&original);
     // Presentation only: description, comments, key order within a table.
     let cosmetic = original
-        .replace("description = \"end-to-end test\"", "description = \"another text\"\n# a comment")
+        .replace(
+            "description = \"end-to-end test\"",
+            "description = \"another text\"\n# a comment",
+        )
         .replace("count = 2\nmax_chars = 200", "max_chars = 200\ncount = 2");
     assert_eq!(ids_with(&cosmetic), base);
     for (from, to) in [
@@ -309,7 +312,10 @@ fn run_ids_follow_exactly_the_inputs_that_matter() {
         ("stop_at_eos = false", "stop_at_eos = true"),
     ] {
         let changed = ids_with(&original.replace(from, to));
-        assert!(changed.iter().all(|id| !base.contains(id)), "{to} must change every id");
+        assert!(
+            changed.iter().all(|id| !base.contains(id)),
+            "{to} must change every id"
+        );
     }
     // A parameter changes only the runs that have it.
     let changed = ids_with(&original.replace("k = [2, 4]", "k = [2, 5]"));

@@ -1,7 +1,6 @@
 //! `dynatree run`: executes the pending runs of a manifest, one process or many.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -9,10 +8,10 @@ use serde_json::{json, Value};
 
 use super::record::{summarize, tokens_sha256, Measured, Record};
 use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun};
-use crate::data::{self, Prompt, PromptRequest};
+use crate::data::{self, Prompt};
 use crate::decode::{GenerationSettings, Method};
 use crate::engine::{Engine, EngineSpec};
-use crate::manifest::{DatasetSource, Manifest, ModelRef};
+use crate::manifest::{Manifest, ModelRef};
 use crate::model::{parse_dtype, HubSettings, ModelSource};
 use crate::store::Store;
 
@@ -200,20 +199,12 @@ impl PromptSets {
         hub: &HubSettings,
     ) -> Result<&[(Prompt, Vec<u32>)], BenchError> {
         if !self.prompts.contains_key(dataset) {
-            let spec = &manifest.datasets[dataset];
-            let mut texts = Vec::new();
-            let mut first_path = PathBuf::new();
-            for path in dataset_files(&spec.source, hub)? {
-                texts.extend(data::load_texts(&path, &spec.column)?);
-                first_path = path;
-            }
-            let request = PromptRequest {
-                kind: &spec.kind,
-                count: manifest.prompts.count,
-                max_chars: manifest.prompts.max_chars,
-                seed: manifest.experiment.seed,
-            };
-            let prompts = data::build_prompts(&texts, &request, &first_path)?;
+            let prompts = data::dataset_prompts(
+                &manifest.datasets[dataset],
+                &manifest.prompts,
+                manifest.experiment.seed,
+                hub,
+            )?;
             let tokenized = prompts
                 .into_iter()
                 .map(|p| engine.encode(&p.text).map(|ids| (p, ids)))
@@ -221,30 +212,6 @@ impl PromptSets {
             self.prompts.insert(dataset.to_string(), tokenized);
         }
         Ok(&self.prompts[dataset])
-    }
-}
-
-/// Local, checksum-verified paths of a dataset's files.
-fn dataset_files(source: &DatasetSource, hub: &HubSettings) -> Result<Vec<PathBuf>, BenchError> {
-    match source {
-        DatasetSource::Path { path, sha256 } => {
-            if let Some(expected) = sha256 {
-                data::verify_checksum(path, expected)?;
-            }
-            Ok(vec![path.clone()])
-        }
-        DatasetSource::Hub {
-            hub: repo,
-            revision,
-            files,
-        } => files
-            .iter()
-            .map(|(file, expected)| {
-                let path = data::fetch_hub_file(repo, revision, file, hub)?;
-                data::verify_checksum(&path, expected)?;
-                Ok(path)
-            })
-            .collect(),
     }
 }
 

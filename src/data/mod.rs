@@ -13,6 +13,9 @@
 //!   shuffle seeded with the manifest's seed, and each is cut to `max_chars` at the last word
 //!   boundary.
 
+pub mod fetch;
+pub mod lock;
+
 use std::path::{Path, PathBuf};
 
 use hf_hub::api::sync::ApiBuilder;
@@ -20,6 +23,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::manifest::{DatasetSpec, PromptRules};
 use crate::model::HubSettings;
 
 /// Bump when a rule above changes: every run's identity includes it.
@@ -55,6 +59,20 @@ pub enum DataError {
         wanted: usize,
         min_chars: usize,
     },
+    #[error("{0}")]
+    HubChecksum(Box<HubMismatch>),
+    #[error(
+        "{file}: does not match {}: expected {expected}, actual {actual}; if the new bytes are intended, run `dynatree fetch --update-lock` to record them",
+        lock.display()
+    )]
+    LockMismatch {
+        file: String,
+        lock: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{}: invalid lock file: {message}", path.display())]
+    Lock { path: PathBuf, message: String },
     #[error("unknown dataset kind {0:?}; expected wikitext, pg19 or text")]
     UnknownKind(String),
     #[error("hub dataset {repo}@{revision}: {file}: {message}")]
@@ -64,6 +82,21 @@ pub enum DataError {
         file: String,
         message: String,
     },
+}
+
+/// A hub dataset file whose bytes differ from the manifest's pin.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "hub dataset {repo}@{revision}: {file}: checksum mismatch with the manifest: expected {expected}, actual sha256:{actual}; {removed}"
+)]
+pub struct HubMismatch {
+    pub repo: String,
+    pub revision: String,
+    pub file: String,
+    pub expected: String,
+    pub actual: String,
+    /// What happened to the bad file in the cache.
+    pub removed: String,
 }
 
 /// One prompt, with where it came from.
@@ -135,6 +168,32 @@ pub fn fetch_hub_file(
         Ok(path) => Ok(path),
         Err(online) => cached().ok_or_else(|| err(online.to_string())),
     }
+}
+
+/// A dataset's prompts as every run draws them: its files fetched and verified
+/// ([`fetch::dataset_files`]), their texts loaded, and the manifest's prompt rules and seed
+/// applied. `dynatree run` and `dynatree prompts` both use this.
+pub fn dataset_prompts(
+    spec: &DatasetSpec,
+    rules: &PromptRules,
+    seed: u64,
+    hub: &HubSettings,
+) -> Result<Vec<Prompt>, DataError> {
+    let mut texts = Vec::new();
+    let mut first_path = PathBuf::new();
+    for file in fetch::dataset_files(&spec.source, hub)? {
+        texts.extend(load_texts(&file.local, &spec.column)?);
+        if first_path.as_os_str().is_empty() {
+            first_path = file.local;
+        }
+    }
+    let request = PromptRequest {
+        kind: &spec.kind,
+        count: rules.count,
+        max_chars: rules.max_chars,
+        seed,
+    };
+    build_prompts(&texts, &request, &first_path)
 }
 
 /// The texts of a dataset file: one per row of `column` for parquet, the whole file otherwise.
