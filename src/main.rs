@@ -266,6 +266,9 @@ fn generate(args: GenerateArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`).
+    // SAFETY: restoring the default disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let result = match Cli::parse().command {
         Command::Generate(args) => generate(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Check { manifest } => commands::check(&manifest),
