@@ -53,16 +53,7 @@ pub struct PlannedRun {
 impl PlannedRun {
     /// `dataset method key=value ...`, for people.
     pub fn label(&self) -> String {
-        let mut label = format!("{} {}", self.point.dataset, self.point.method.name());
-        if let Some(params) = self.point.method.params().as_object() {
-            for (k, v) in params {
-                label += &format!(
-                    " {k}={}",
-                    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-                );
-            }
-        }
-        label
+        format!("{} {}", self.point.dataset, self.point.method.describe())
     }
 
     /// Matches `--only`: comma-separated terms, each `key=value` (dataset, method or a parameter)

@@ -345,7 +345,7 @@ impl Progress {
             "runs   {bar:30} {pos}/{len} [{elapsed_precise}, ETA {eta_precise}] {msg}",
         ));
         let tokens = bars.add(ProgressBar::new(0));
-        tokens.set_style(style("tokens {bar:30} {pos}/{len} {per_sec}"));
+        tokens.set_style(style("tokens {bar:30} {pos}/{len}"));
         Self {
             bars,
             runs: runs_bar,
