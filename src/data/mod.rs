@@ -18,7 +18,6 @@ pub mod lock;
 
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
@@ -159,11 +158,7 @@ pub fn fetch_hub_file(
     if hub.offline {
         return cached().ok_or_else(|| err("not in the cache and HF_HUB_OFFLINE is set".into()));
     }
-    let api = ApiBuilder::from_cache(Cache::new(hub.cache_dir.clone()))
-        .with_endpoint(hub.endpoint.clone())
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .build()
-        .map_err(|e| err(e.to_string()))?;
+    let api = hub.api(true).map_err(|e| err(e.to_string()))?;
     match api.repo(hub_repo.clone()).get(file) {
         Ok(path) => Ok(path),
         Err(online) => cached().ok_or_else(|| err(online.to_string())),

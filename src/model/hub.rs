@@ -80,6 +80,20 @@ impl HubSettings {
     }
 }
 
+impl HubSettings {
+    /// An hf-hub client on these settings' cache and endpoint; `progress` draws download bars
+    /// (only worth it when stderr is a terminal).
+    pub fn api(
+        &self,
+        progress: bool,
+    ) -> std::result::Result<hf_hub::api::sync::Api, hf_hub::api::sync::ApiError> {
+        ApiBuilder::from_cache(Cache::new(self.cache_dir.clone()))
+            .with_endpoint(self.endpoint.clone())
+            .with_progress(progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .build()
+    }
+}
+
 /// A hub repo's files, materialised in the cache's snapshot directory of one commit.
 pub struct HubSnapshot {
     pub dir: PathBuf,
@@ -135,11 +149,7 @@ pub fn resolve_commit(
             ))
         });
     }
-    let api = ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
-        .with_endpoint(settings.endpoint.clone())
-        .with_progress(false)
-        .build()
-        .map_err(|e| unresolved(e.to_string()))?;
+    let api = settings.api(false).map_err(|e| unresolved(e.to_string()))?;
     match api.repo(hub_repo).info() {
         Ok(info) => Ok(info.sha),
         Err(online) => cached().map_err(|_| unresolved(online.to_string())),
@@ -153,10 +163,8 @@ fn download_snapshot(repo: &str, revision: &str, settings: &HubSettings) -> Resu
         file: file.to_string(),
         message,
     };
-    let api = ApiBuilder::from_cache(Cache::new(settings.cache_dir.clone()))
-        .with_endpoint(settings.endpoint.clone())
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .build()
+    let api = settings
+        .api(true)
         .map_err(|e| hub_err("<api>", e.to_string()))?;
     let api_repo = api.repo(Repo::with_revision(
         repo.to_string(),
