@@ -109,7 +109,7 @@ fn measure(
 fn pass_cost_by_block(model: &GptNeox, name: &str) {
     let prompt = prompt(model.config().vocab_size as u32);
     let mut cache = model.new_cache(prompt.len() + 64).expect("cache");
-    let chain = |n: usize| (0..n as i32).map(|j| j - 1).collect::<Vec<_>>();
+    let chain = dynatree::model::chain_parents;
     model
         .forward(&prompt, &chain(prompt.len()), &mut cache, prompt.len() - 1)
         .expect("prefill");

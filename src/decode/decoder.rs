@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use super::method::TreeParams;
 use super::tree::{select_level, top_k_log_probs, Candidate, DraftTree};
-use crate::model::{GptNeox, KvCache, Result};
+use crate::model::{chain_parents, GptNeox, KvCache, Result};
 
 /// Invariant between rounds: the target's cache holds `seq` except its pending tail (at least
 /// the last token); the draft's cache holds a prefix of `seq`.
@@ -47,7 +47,7 @@ impl<'m> Decoder<'m> {
         let pending = self.seq.len() - committed;
         let mut tokens = self.seq[committed..].to_vec();
         tokens.extend(&tree.tokens);
-        let mut parents: Vec<i32> = (0..pending as i32).map(|j| j - 1).collect();
+        let mut parents = chain_parents(pending);
         parents.extend(
             tree.parents
                 .iter()
@@ -164,7 +164,7 @@ impl<'m> Decoder<'m> {
             .as_mut()
             .expect("speculative methods are given a draft model");
         let missing = &self.seq[cache.committed_len()..];
-        let parents: Vec<i32> = (0..missing.len() as i32).map(|j| j - 1).collect();
+        let parents = chain_parents(missing.len());
         let logits = model.forward(missing, &parents, cache, missing.len() - 1)?;
         cache.commit_all()?;
         Ok(logits)

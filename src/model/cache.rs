@@ -10,6 +10,11 @@ use candle_core::{DType, Device, Tensor};
 
 use super::error::{ModelError, Result};
 
+/// Parents of a plain chain of `n` new tokens: each the child of the one before.
+pub fn chain_parents(n: usize) -> Vec<i32> {
+    (0..n as i32).map(|j| j - 1).collect()
+}
+
 pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-pub use cache::KvCache;
+pub use cache::{chain_parents, KvCache};
 pub use config::NeoxConfig;
 pub use error::{ModelError, Result};
 pub use hub::{HubSettings, ModelSource};

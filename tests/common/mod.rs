@@ -98,7 +98,7 @@ pub fn run(method: &Method, prompt: &[u32], max_new_tokens: usize) -> Generation
 
 /// Parents of a plain chain of `n` tokens.
 pub fn chain(n: usize) -> Vec<i32> {
-    (0..n as i32).map(|j| j - 1).collect()
+    dynatree::model::chain_parents(n)
 }
 
 /// Logits after the last of `tokens`, from one causal pass on a fresh cache.
