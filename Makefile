@@ -1,8 +1,9 @@
-# dynatree: `make demo` runs the main job on the default, `make test` runs every check CI runs.
+# dynatree: `make demo` runs the main job on the default (laptop-sized), `make reproduce` the
+# paper's, `make test` every check CI runs.
 CARGO ?= cargo
 FIXTURE ?= ../shared/fixtures/tiny-neox
 
-.PHONY: all build release test fmt-check clippy unit demo generate-demo bench bench-grid bench-hf clean
+.PHONY: all build release test fmt-check clippy unit reproduce demo generate-demo bench bench-grid bench-hf clean
 
 all: build
 
@@ -20,19 +21,36 @@ clippy:
 unit:
 	$(CARGO) test
 
-EXPERIMENT ?= experiments/tiny.toml
+# `make reproduce` runs the paper's experiment; `make demo` the same chain on a laptop-sized one.
+EXPERIMENT ?= experiments/paper.toml
+DEMO_EXPERIMENT ?= experiments/cpu.toml
 ARTIFACTS ?= artifacts
+REPORT ?= report
 DYNATREE = ./target/release/dynatree
+PDFLATEX ?= pdflatex
 
 release:
 	$(CARGO) build --release
 
-# The default experiment end to end: plan, run what is not done yet, check every result.
-demo: release
-	$(DYNATREE) check $(EXPERIMENT)
+# fetch (verify every dataset file, keep datasets/lock.toml) -> run what is not done yet ->
+# aggregate (CSV) -> report (tables, numbers, figures, appendix) -> appendix.pdf when pdflatex is
+# installed. With everything cached, each step finds nothing to do and nothing is rewritten.
+reproduce: release
+	$(DYNATREE) fetch $(EXPERIMENT)
 	$(DYNATREE) run $(EXPERIMENT) --artifacts $(ARTIFACTS)
-	$(DYNATREE) status $(EXPERIMENT) --artifacts $(ARTIFACTS)
 	$(DYNATREE) verify --artifacts $(ARTIFACTS)
+	$(DYNATREE) aggregate --artifacts $(ARTIFACTS)
+	$(DYNATREE) report $(EXPERIMENT) --artifacts $(ARTIFACTS) --out $(REPORT)
+	@if command -v $(PDFLATEX) >/dev/null; then $(MAKE) --no-print-directory $(REPORT)/appendix.pdf; \
+	else echo "$(PDFLATEX) not found: $(REPORT)/appendix.tex is not compiled"; fi
+
+$(REPORT)/appendix.pdf: $(REPORT)/appendix.tex $(REPORT)/numbers.tex $(wildcard $(REPORT)/tables/*.tex $(REPORT)/figures/*.png)
+	cd $(REPORT) && $(PDFLATEX) -interaction=nonstopmode -halt-on-error appendix.tex >/dev/null
+	@echo "wrote $@"
+
+# The same chain on Pythia-70M -> Pythia-160M from the hub (experiments/tiny.toml runs offline).
+demo:
+	$(MAKE) --no-print-directory reproduce EXPERIMENT=$(DEMO_EXPERIMENT) REPORT=$(REPORT)/demo
 
 # One generation per method on the trained fixture pair; each prints AR's tokens.
 generate-demo: release

@@ -234,6 +234,41 @@ pub fn verify(artifacts: &Path) -> Result<ExitCode> {
     })
 }
 
+/// `dynatree aggregate`: every result into `summary.csv` and `per_prompt.csv`.
+pub fn aggregate(artifacts: &Path) -> Result<ExitCode> {
+    let store = Store::open(artifacts)?;
+    let aggregate = crate::report::aggregate(&store)?;
+    let changed = aggregate.write_csv(artifacts)?;
+    println!(
+        "{} runs, {} prompt rows in {} ({})",
+        aggregate.summary.height(),
+        aggregate.per_prompt.height(),
+        artifacts.display(),
+        if changed.is_empty() {
+            "unchanged"
+        } else {
+            "written"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree report`: a manifest's tables, numbers, figures and appendix.
+pub fn report(path: &Path, artifacts: &Path, out: &Path) -> Result<ExitCode> {
+    let manifest = load(path)?;
+    let written = crate::report::report(&manifest, artifacts, out)?;
+    for file in &written.changed {
+        println!("wrote {}", file.display());
+    }
+    println!(
+        "{}: {} files, {} changed",
+        out.display(),
+        written.files.len(),
+        written.changed.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `dynatree why`: which inputs make two runs differ.
 pub fn why(left: &str, right: &str, artifacts: &Path) -> Result<ExitCode> {
     let store = Store::open(artifacts)?;

@@ -2,7 +2,8 @@
 //!
 //! The order is stable, because result files and tables follow it:
 //! - datasets in `sweep.dataset` order (the outer loop);
-//! - in each dataset, AR first (always, exactly once: every speculative method is compared with
+//! - in each dataset, the generation lengths in `generation.max_new_tokens` order;
+//! - in each dataset and length, AR first (always, exactly once: every speculative method is compared with
 //!   it, so it is added when not listed), then the methods in `sweep.method` order;
 //! - within a method, its axes in the fixed order of `manifest::axis_specs` (linear: k;
 //!   dynatree: depth, branch, tau, max_nodes; hf_assisted: num_assistant_tokens, schedule,
@@ -27,6 +28,8 @@ const MAX_AXES: usize = 4;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GridPoint {
     pub dataset: String,
+    /// One of `generation.max_new_tokens`.
+    pub max_new_tokens: usize,
     pub method: Method,
 }
 
@@ -46,17 +49,26 @@ pub fn expand(manifest: &Manifest) -> Result<Vec<GridPoint>, ManifestError> {
         .filter(|m| m.method != "ar")
         .map(|m| Plan::new(m, file))
         .collect::<Result<Vec<_>, _>>()?;
-    let per_dataset = 1 + plans.iter().map(Plan::len).sum::<usize>();
+    let lengths = &manifest.generation.max_new_tokens;
+    let blocks = sweep.dataset.len() * lengths.len();
+    let per_block = 1 + plans.iter().map(Plan::len).sum::<usize>();
     let mut out = Output {
-        points: Vec::with_capacity(per_dataset * sweep.dataset.len()),
-        seen: HashSet::with_capacity(per_dataset * sweep.dataset.len()),
+        points: Vec::with_capacity(per_block * blocks),
+        seen: HashSet::with_capacity(per_block * blocks),
         matched: vec![false; sweep.exclude.len()],
     };
     for (d, dataset) in sweep.dataset.iter().enumerate() {
-        out.push(d, dataset, Method::Ar, [0; MAX_AXES]);
-        for plan in &plans {
-            let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
-            plan.expand(d, dataset, &filter, &mut out, file)?;
+        for (l, &length) in lengths.iter().enumerate() {
+            let block = Block {
+                index: d * lengths.len() + l,
+                dataset,
+                length,
+            };
+            out.push(&block, Method::Ar, [0; MAX_AXES]);
+            for plan in &plans {
+                let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
+                plan.expand(&block, &filter, &mut out, file)?;
+            }
         }
     }
     if let Some(i) = out.matched.iter().position(|m| !m) {
@@ -75,12 +87,24 @@ struct Output {
     matched: Vec<bool>,
 }
 
+/// A dataset and a generation length: the unit the methods repeat over.
+struct Block<'a> {
+    index: usize,
+    dataset: &'a str,
+    length: usize,
+}
+
 impl Output {
-    fn push(&mut self, d: usize, dataset: &str, method: Method, bits: [u64; MAX_AXES]) {
-        let fresh = self.seen.insert((d, method.name(), bits));
-        assert!(fresh, "duplicate grid point {dataset} {method:?}");
+    fn push(&mut self, block: &Block, method: Method, bits: [u64; MAX_AXES]) {
+        let fresh = self.seen.insert((block.index, method.name(), bits));
+        assert!(
+            fresh,
+            "duplicate grid point {} {} {method:?}",
+            block.dataset, block.length
+        );
         self.points.push(GridPoint {
-            dataset: dataset.to_string(),
+            dataset: block.dataset.to_string(),
+            max_new_tokens: block.length,
             method,
         });
     }
@@ -129,11 +153,10 @@ impl<'m> Plan<'m> {
         self.lens.iter().product()
     }
 
-    /// Appends this method's points for one dataset, last group varying fastest.
+    /// Appends this method's points for one dataset and length, last group varying fastest.
     fn expand(
         &self,
-        d: usize,
-        dataset: &str,
+        block: &Block,
         filter: &Filter,
         out: &mut Output,
         file: &Path,
@@ -154,7 +177,7 @@ impl<'m> Plan<'m> {
                 method
                     .validate()
                     .map_err(|e| invalid(file, format!("sweep.{name}: {e}")))?;
-                out.push(d, dataset, method, bits);
+                out.push(block, method, bits);
             }
             step(&mut rows, &self.lens);
         }

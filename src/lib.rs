@@ -1,7 +1,8 @@
 //! dynatree: speculative-decoding experiments (AR, linear, DynaTree, HF assisted) on GPT-NeoX.
 //!
 //! Stages: `manifest` (TOML experiments) → `grid` (runs) → `data` (prompts) → `model` + `decode`
-//! (generation) → `bench` (measured runs) → `store` (content-addressed results).
+//! (generation) → `bench` (measured runs) → `store` (content-addressed results) → `report`
+//! (CSV, LaTeX tables, figures).
 
 pub mod bench;
 pub mod commands;
@@ -11,4 +12,5 @@ pub mod engine;
 pub mod grid;
 pub mod manifest;
 pub mod model;
+pub mod report;
 pub mod store;

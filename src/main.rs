@@ -55,6 +55,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Aggregate every result into `summary.csv` (one row per run) and `per_prompt.csv`.
+    Aggregate {
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+    },
+    /// Write a manifest's LaTeX tables, numbers.tex, figures and appendix.tex (aggregating first).
+    Report {
+        manifest: PathBuf,
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+    },
     /// Download a manifest's hub datasets and models into the Hugging Face cache, verify the
     /// datasets' checksums and keep the lock file.
     Fetch {
@@ -295,6 +308,12 @@ fn main() -> std::process::ExitCode {
             artifacts,
         } => commands::status(&manifest, &artifacts),
         Command::Verify { artifacts } => commands::verify(&artifacts),
+        Command::Aggregate { artifacts } => commands::aggregate(&artifacts),
+        Command::Report {
+            manifest,
+            artifacts,
+            out,
+        } => commands::report(&manifest, &artifacts, &out),
         Command::Why {
             left,
             right,

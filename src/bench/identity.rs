@@ -42,13 +42,23 @@ pub fn run_config(manifest: &Manifest, point: &GridPoint, resolved: &Resolved) -
         "method": point.method.name(),
         "params": point.method.params(),
         "generation": {
-            "max_new_tokens": manifest.generation.max_new_tokens,
+            "max_new_tokens": point.max_new_tokens,
             "stop_at_eos": manifest.generation.stop_at_eos,
         },
         "repeats": manifest.experiment.repeats,
         "warmup": manifest.experiment.warmup,
         "device": resolved.device,
     })
+}
+
+/// The config of the AR run a run is compared with: the same config with method `ar`, no
+/// parameters and no draft model. Its run id is the baseline's id.
+pub fn baseline_config(config: &Value) -> Value {
+    let mut baseline = config.clone();
+    baseline["method"] = json!("ar");
+    baseline["params"] = json!({});
+    baseline["models"]["draft"] = Value::Null;
+    baseline
 }
 
 /// A model's identity: hub id and resolved commit, or the sha256 of its local files.

@@ -51,9 +51,14 @@ pub struct PlannedRun {
 }
 
 impl PlannedRun {
-    /// `dataset method key=value ...`, for people.
+    /// `dataset method key=value ... max_new_tokens=N`, for people.
     pub fn label(&self) -> String {
-        format!("{} {}", self.point.dataset, self.point.method.describe())
+        format!(
+            "{} {} max_new_tokens={}",
+            self.point.dataset,
+            self.point.method.describe(),
+            self.point.max_new_tokens
+        )
     }
 
     /// Matches `--only`: comma-separated terms, each `key=value` (dataset, method or a parameter)
@@ -62,6 +67,10 @@ impl PlannedRun {
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
         fields.insert("dataset".into(), self.point.dataset.clone());
         fields.insert("method".into(), self.point.method.name().into());
+        fields.insert(
+            "max_new_tokens".into(),
+            self.point.max_new_tokens.to_string(),
+        );
         if let Some(params) = self.point.method.params().as_object() {
             for (k, v) in params {
                 fields.insert(

@@ -23,21 +23,10 @@ pub struct Provenance {
 impl Provenance {
     /// Everything but the end time, which [`Provenance::finish`] sets.
     pub fn start(cuda: bool) -> Self {
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .args(args)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        };
-        let commit = git(&["rev-parse", "HEAD"]);
-        let dirty = commit
-            .as_ref()
-            .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]));
+        let (git_commit, git_dirty) = git_state();
         Self {
-            git_commit: commit,
-            git_dirty: dirty.map(|d| !d.is_empty()),
+            git_commit,
+            git_dirty,
             dynatree_version: env!("CARGO_PKG_VERSION"),
             rustc_version: env!("DYNATREE_RUSTC_VERSION"),
             candle_version: env!("DYNATREE_CANDLE_VERSION"),
@@ -54,6 +43,23 @@ impl Provenance {
         self.end_time = utc_now();
         self
     }
+}
+
+/// The working tree's commit and whether tracked files differ from it (None outside git).
+pub fn git_state() -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]);
+    let dirty = commit
+        .as_ref()
+        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]));
+    (commit, dirty.map(|d| !d.is_empty()))
 }
 
 fn os_description() -> String {

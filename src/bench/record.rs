@@ -9,7 +9,7 @@ use super::stats::Estimate;
 use crate::decode::{Generation, Metrics};
 
 /// One measured generation (a prompt and a repeat).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Record {
     pub prompt_index: usize,
     pub prompt_sha256: String,

@@ -226,10 +226,7 @@ fn execute(
     progress: &Progress,
 ) -> Result<Option<Value>, BenchError> {
     let method = &run.point.method;
-    let settings = engine.settings(
-        manifest.generation.max_new_tokens,
-        manifest.generation.stop_at_eos,
-    );
+    let settings = engine.settings(run.point.max_new_tokens, manifest.generation.stop_at_eos);
     let set = prompts
         .get(&run.point.dataset, manifest, engine, hub)?
         .to_vec();
@@ -287,15 +284,13 @@ fn reference_outputs(
     set: &[(Prompt, Vec<u32>)],
     settings: &GenerationSettings,
 ) -> Result<HashMap<String, String>, BenchError> {
-    if let Some(known) = prompts.reference.get(&run.point.dataset) {
+    // Keyed by the AR baseline's id: the same dataset, length and everything else.
+    let baseline_id = crate::store::run_id(&super::identity::baseline_config(&run.config));
+    if let Some(known) = prompts.reference.get(&baseline_id) {
         return Ok(known.clone());
     }
-    let mut ar_config = run.config.clone();
-    ar_config["method"] = json!("ar");
-    ar_config["params"] = json!({});
-    ar_config["models"]["draft"] = Value::Null;
     let from_store = store
-        .read_result(&crate::store::run_id(&ar_config))
+        .read_result(&baseline_id)
         .ok()
         .flatten()
         .map(|result| {
@@ -322,9 +317,7 @@ fn reference_outputs(
             map
         }
     };
-    prompts
-        .reference
-        .insert(run.point.dataset.clone(), reference.clone());
+    prompts.reference.insert(baseline_id, reference.clone());
     Ok(reference)
 }
 

@@ -110,8 +110,9 @@ pub struct PromptRules {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GenerationSpec {
-    /// At least 1.
-    pub max_new_tokens: usize,
+    /// Generation lengths, each at least 1, distinct, in the order written: `max_new_tokens = 500`
+    /// or a list (`[128, 256, 500]`), which makes the length an axis of the grid.
+    pub max_new_tokens: Vec<usize>,
     /// Default false: the paper generates exactly `max_new_tokens`.
     pub stop_at_eos: bool,
 }
@@ -396,9 +397,25 @@ fn prompts(value: &Value) -> Result<PromptRules> {
 fn generation(value: &Value) -> Result<GenerationSpec> {
     let t = value.plain_table(&["max_new_tokens", "stop_at_eos"])?;
     Ok(GenerationSpec {
-        max_new_tokens: t.req("max_new_tokens")?.count()?,
+        max_new_tokens: lengths(&t.req("max_new_tokens")?)?,
         stop_at_eos: optional(&t, "stop_at_eos", Value::bool)?.unwrap_or(false),
     })
+}
+
+/// One length or a non-empty list of distinct lengths.
+fn lengths(value: &Value) -> Result<Vec<usize>> {
+    if value.describe() != "an array" {
+        return Ok(vec![value.count()?]);
+    }
+    let mut lengths = Vec::new();
+    for item in value.non_empty_array()? {
+        let n = item.count()?;
+        if lengths.contains(&n) {
+            return Err(item.error(format!("{n} is listed twice")));
+        }
+        lengths.push(n);
+    }
+    Ok(lengths)
 }
 
 /// Reads a key that has a default (applied by the caller).

@@ -151,12 +151,40 @@ fn example_expands_in_documented_order() {
         .flat_map(|d| {
             per_dataset.iter().map(|m| grid::GridPoint {
                 dataset: d.to_string(),
+                max_new_tokens: 500,
                 method: m.clone(),
             })
         })
         .collect();
     assert_eq!(points.len(), 14);
     assert_eq!(points, expected);
+}
+
+#[test]
+fn several_generation_lengths_are_an_axis_inside_each_dataset() {
+    let text = edited("max_new_tokens = 500", "max_new_tokens = [128, 500]");
+    let m = parse(&text, Path::new(FILE)).unwrap();
+    assert_eq!(m.generation.max_new_tokens, [128, 500]);
+    let points = grid::expand(&m).unwrap();
+    assert_eq!(points.len(), 28);
+    let blocks: Vec<(&str, usize)> = points
+        .iter()
+        .filter(|p| p.method == Method::Ar)
+        .map(|p| (p.dataset.as_str(), p.max_new_tokens))
+        .collect();
+    let expected = [
+        ("wikitext2", 128),
+        ("wikitext2", 500),
+        ("pg19", 128),
+        ("pg19", 500),
+    ];
+    assert_eq!(blocks, expected, "AR heads every dataset × length block");
+    let text = edited("max_new_tokens = 500", "max_new_tokens = [128, 128]");
+    assert!(error(&text).contains("generation.max_new_tokens[1]: 128 is listed twice"));
+    let text = edited("max_new_tokens = 500", "max_new_tokens = []");
+    assert!(error(&text).contains("must not be empty"));
+    let text = edited("max_new_tokens = 500", "max_new_tokens = [0]");
+    assert!(error(&text).contains("must be at least 1"));
 }
 
 #[test]
@@ -188,6 +216,7 @@ fn shipped_manifests_load_and_expand() {
         ("paper.toml", 2 * (1 + 2 + 4 + 1)),
         ("sweep.toml", 1 + 6 * 3 * 5),
         ("cpu.toml", 4),
+        ("lengths.toml", 2 * 5 * (1 + 1 + 3 * 2)),
     ] {
         let m = load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
         let points = grid::expand(&m).unwrap();
