@@ -340,3 +340,74 @@ pub fn parse_shard(text: &str) -> std::result::Result<(usize, usize), String> {
     }
     Ok((i, n))
 }
+
+/// `dynatree submit --slurm`: the runs not done yet as a Slurm job array (task i runs shard
+/// i/N), then a job that aggregates and reports once every task has ended. With nothing pending
+/// nothing is submitted: the report of a finished sweep is quicker to make where you are.
+pub fn submit(
+    path: &Path,
+    artifacts: &Path,
+    options: crate::cluster::SlurmOptions,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    use crate::cluster::{self, Job, JobPaths};
+    options.validate()?;
+    let manifest = load(path)?;
+    let store = Store::open(artifacts)?;
+    let all = planned(&manifest, artifacts)?;
+    let pending: Vec<usize> = (0..all.len())
+        .filter(|&i| !store.is_done(&all[i].id))
+        .collect();
+    let paths = JobPaths::resolve(path, artifacts)?;
+    if pending.is_empty() {
+        println!(
+            "nothing to submit: all {} runs of {} are done; for the report run\n  dynatree aggregate --artifacts {a}\n  dynatree report {} --artifacts {a} --out {a}/report",
+            all.len(),
+            path.display(),
+            paths.manifest.display(),
+            a = paths.artifacts.display(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let max_tasks = options
+        .tasks
+        .unwrap_or(pending.len())
+        .min(cluster::MAX_SHARDS);
+    let layout = cluster::layout(&pending, all.len(), max_tasks);
+    println!(
+        "{} of {} runs pending: {} array tasks, shards i/{}, at most {} runs per task{}",
+        pending.len(),
+        all.len(),
+        layout.tasks.len(),
+        layout.shards,
+        layout.busiest,
+        options
+            .max_parallel
+            .map_or(String::new(), |k| format!(", {k} at once")),
+    );
+    let job = Job::new(&manifest.experiment.name, paths, layout, options);
+    job.write()?;
+    let (array, report) = (job.array_script_path(), job.report_script_path());
+    if dry_run {
+        for (script, after) in [(&array, None), (&report, Some("<array job id>"))] {
+            let args = cluster::sbatch_args(script, after).join(" ");
+            println!("\n# sbatch {args}\n{}", std::fs::read_to_string(script)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let array_id = cluster::sbatch(&array, None)?;
+    println!("array job {array_id}: {}", array.display());
+    let report_id = cluster::sbatch(&report, Some(array_id.as_str()))
+        .with_context(|| format!("array job {array_id} is submitted, but its report job is not"))?;
+    println!(
+        "report job {report_id} (after array job {array_id}): {}",
+        report.display()
+    );
+    println!(
+        "logs in {}; progress: dynatree status {} --artifacts {}",
+        job.paths.slurm_dir().display(),
+        job.paths.manifest.display(),
+        job.paths.artifacts.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -5,6 +5,7 @@
 //! (CSV, LaTeX tables, figures).
 
 pub mod bench;
+pub mod cluster;
 pub mod commands;
 pub mod data;
 pub mod decode;

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dynatree::bench::memory::CountingAlloc;
 use dynatree::bench::runner::RunOptions;
+use dynatree::cluster::SlurmOptions;
 use dynatree::commands;
 use dynatree::decode::{Method, Schedule, TreeParams};
 use dynatree::engine::{Engine, EngineSpec};
@@ -54,6 +55,38 @@ enum Command {
         /// Run again even when a verifying result exists.
         #[arg(long)]
         force: bool,
+    },
+    /// Submit the pending runs as a Slurm job array (task i runs `run --shard i/N`), then a job
+    /// that runs aggregate and report once every task has ended.
+    Submit {
+        manifest: PathBuf,
+        /// Submit to Slurm with sbatch (the only scheduler so far).
+        #[arg(long, required = true)]
+        slurm: bool,
+        /// Shared by every node: results, scripts and logs (`slurm/`) go here.
+        #[arg(long, default_value = "artifacts")]
+        artifacts: PathBuf,
+        #[arg(long)]
+        partition: Option<String>,
+        #[arg(long)]
+        gpus_per_task: Option<u32>,
+        #[arg(long)]
+        cpus_per_task: Option<u32>,
+        /// Memory per node, as sbatch takes it (e.g. 32G).
+        #[arg(long)]
+        mem: Option<String>,
+        /// Time limit per job, as sbatch takes it (e.g. 04:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// At most K array tasks at once.
+        #[arg(long, value_name = "K")]
+        max_parallel: Option<usize>,
+        /// At most this many array tasks [default: one per pending run, at most 1000].
+        #[arg(long)]
+        tasks: Option<usize>,
+        /// Write and print the scripts without submitting them.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Aggregate every result into `summary.csv` (one row per run) and `per_prompt.csv`.
     Aggregate {
@@ -297,6 +330,30 @@ fn main() -> std::process::ExitCode {
             shard,
             force,
         } => commands::run(&manifest, &artifacts, RunOptions { only, shard, force }),
+        Command::Submit {
+            manifest,
+            slurm: _,
+            artifacts,
+            partition,
+            gpus_per_task,
+            cpus_per_task,
+            mem,
+            time,
+            max_parallel,
+            tasks,
+            dry_run,
+        } => {
+            let options = SlurmOptions {
+                partition,
+                gpus_per_task,
+                cpus_per_task,
+                mem,
+                time,
+                max_parallel,
+                tasks,
+            };
+            commands::submit(&manifest, &artifacts, options, dry_run)
+        }
         Command::Fetch {
             manifest,
             update_lock,
