@@ -507,7 +507,7 @@ fn figures_are_non_empty_png_and_svg_with_their_titles() {
     for (name, title) in titles {
         let png = std::fs::read(dir.join(format!("{name}.png"))).unwrap();
         let (w, h) = png_size(&png);
-        assert!(w >= 1000 && h >= 500, "{name}: {w}x{h}");
+        assert!(w >= 900 && h >= 500, "{name}: {w}x{h}");
         assert!(
             png.len() > 20_000,
             "{name}.png has content ({} bytes)",

@@ -32,8 +32,11 @@ pub fn render(study: &Study, header: &Header, figures: &[Figure]) -> String {
     }
     for figure in figures {
         out.push_str(&format!(
-            "\\begin{{figure}}[ht]\n\\centering\n\\includegraphics[width=\\linewidth]{{figures/{}.png}}\n\\caption{{{}}}\n\\label{{fig:{}}}\n\\end{{figure}}\n\n",
-            figure.name, figure.caption, figure.name
+            "\\begin{{figure}}[ht]\n\\centering\n\\includegraphics[width={}]{{figures/{}.png}}\n\\caption{{{}}}\n\\label{{fig:{}}}\n\\end{{figure}}\n\n",
+            if figure.wide { "\\linewidth" } else { "0.5\\linewidth" },
+            figure.name,
+            figure.caption,
+            figure.name
         ));
     }
     out.push_str("\\end{document}\n");

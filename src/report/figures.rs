@@ -19,9 +19,14 @@ use super::{ReportError, Written};
 pub struct Figure {
     pub name: &'static str,
     pub caption: String,
+    /// Drawn for the full text width; otherwise for one column (fonts sized for ~3.3 in).
+    pub wide: bool,
 }
 
 const FONT: &str = "sans-serif";
+/// Width of a one-column figure: 30 px text is then ~7.5 pt at 3.3 in. Wider figures are drawn
+/// for the text width (~7 in), where 28 px text at 2000 px is ~7 pt.
+const COLUMN_PIXELS: u32 = 950;
 /// Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
@@ -72,7 +77,11 @@ pub fn all(
     let mut add =
         |name: &'static str, size: (u32, u32), caption: String, draw: Draw, svg: DrawSvg| {
             render(dir, name, size, header, &draw, &svg, written)?;
-            figures.push(Figure { name, caption });
+            figures.push(Figure {
+                name,
+                caption,
+                wide: size.0 > COLUMN_PIXELS,
+            });
             Ok::<(), ReportError>(())
         };
     let (n, d) = (study.shown.len() as u32, study.datasets.len() as u32);
@@ -86,14 +95,14 @@ pub fn all(
     )?;
     add(
         "cross_dataset",
-        (1400, 900),
+        (COLUMN_PIXELS, 650),
         "Speedup over AR of each method on each dataset (dashed: AR).".into(),
         Box::new(move |area| cross_dataset(area, study)),
         Box::new(move |area| cross_dataset(area, study)),
     )?;
     add(
         "memory",
-        (1400, bars_height),
+        (1600, bars_height),
         "Peak memory (heap high-water mark with both models loaded) per method and dataset.".into(),
         Box::new(move |area| memory(area, study)),
         Box::new(move |area| memory(area, study)),
@@ -250,8 +259,9 @@ fn hbars<DB: DrawingBackend>(
     let height = 0.8 / sets as f64;
     for (d, (_, dataset)) in study.datasets.iter().enumerate() {
         let bar = |g: usize| {
-            let y = (groups - 1 - g) as f64 - 0.4 + height * d as f64;
-            (y, y + height * 0.92)
+            // The first dataset on top, as in the legend.
+            let top = (groups - 1 - g) as f64 + 0.4 - height * d as f64;
+            (top - height * 0.92, top)
         };
         let bars: Vec<_> = (0..groups)
             .filter_map(|g| value(g, d).map(|v| (g, v)))
@@ -328,10 +338,11 @@ fn draw_category_labels<DB: DrawingBackend>(
 fn cross_dataset<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Study) -> DrawResult {
     let sets = study.datasets.len();
     let configs = study.shown.len().max(1);
-    let y_max = study.rows.iter().map(|r| r.speedup).fold(1.0, f64::max) * 1.15;
+    // Headroom above the bars for the legend.
+    let y_max = study.rows.iter().map(|r| r.speedup).fold(1.0, f64::max) * 1.75;
     let names: Vec<String> = study.datasets.iter().map(|(_, n)| n.clone()).collect();
     let mut chart = ChartBuilder::on(area)
-        .caption("Speedup over AR across datasets", text_style(40))
+        .caption("Speedup over AR across datasets", text_style(36))
         .margin(20)
         .x_label_area_size(70)
         .y_label_area_size(110)
@@ -352,7 +363,7 @@ fn cross_dataset<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Stud
                 .unwrap_or_default()
         })
         .y_desc("Speedup over AR (×)")
-        .label_style(text_style(28))
+        .label_style(text_style(30))
         .axis_desc_style(text_style(32))
         .draw()
         .map_err(err)?;
@@ -383,7 +394,7 @@ fn cross_dataset<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Stud
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
-        .label_font(text_style(24))
+        .label_font(text_style(27))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
