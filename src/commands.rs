@@ -167,8 +167,9 @@ pub fn fetch(path: &Path, lock_path: &Path, update_lock: bool) -> Result<ExitCod
             lock_path.display()
         );
     }
-    lock.save(lock_path)?;
-    println!("wrote {}", lock_path.display());
+    let written = lock.save(lock_path)?;
+    let what = if written { "wrote" } else { "unchanged:" };
+    println!("{what} {}", lock_path.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -87,8 +87,8 @@ impl Lock {
         })
     }
 
-    /// Writes the lock sorted by repo, revision and path, atomically.
-    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+    /// Writes the lock sorted by repo, revision and path, atomically; false when unchanged.
+    pub fn save(&self, path: &Path) -> Result<bool, DataError> {
         let mut sorted = self.clone();
         sorted.files.sort_by(|a, b| a.key().cmp(&b.key()));
         let body = toml::to_string(&sorted).map_err(|e| DataError::Lock {
@@ -101,7 +101,7 @@ impl Lock {
                 source,
             })?;
         }
-        crate::store::write_atomic(path, format!("{HEADER}{body}").as_bytes()).map_err(|e| {
+        crate::store::write_if_changed(path, format!("{HEADER}{body}").as_bytes()).map_err(|e| {
             DataError::Lock {
                 path: path.to_path_buf(),
                 message: e.to_string(),

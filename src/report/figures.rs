@@ -143,6 +143,7 @@ fn render(
     })();
     let bytes = drawn.and_then(|()| std::fs::read(&scratch).map_err(err));
     let _ = std::fs::remove_file(&scratch);
+    let bytes = bytes.and_then(|png| with_text_chunk(&png, &header.lines("")));
     written.put(
         png.clone(),
         &bytes.map_err(|e| ReportError::output(&png, e))?,
@@ -161,6 +162,32 @@ fn render(
     }
     let comment = format!("<!--\n{}-->\n", header.lines("  ").replace("--", "- -"));
     written.put(svg_path, format!("{comment}{svg}").as_bytes())
+}
+
+/// The PNG with a `tEXt` chunk (keyword `Comment`) right after its header chunk: where a PNG
+/// keeps the provenance the other files start with.
+fn with_text_chunk(png: &[u8], text: &str) -> Result<Vec<u8>, String> {
+    const SIGNATURE: usize = 8;
+    // Signature, then IHDR: length (4) + type (4) + 13 bytes of data + CRC (4).
+    let after_header = SIGNATURE + 4 + 4 + 13 + 4;
+    if png.len() < after_header || &png[SIGNATURE + 4..SIGNATURE + 8] != b"IHDR" {
+        return Err("the encoder wrote no PNG header".into());
+    }
+    // tEXt is Latin-1: keep ASCII so that the chunk is valid whatever the labels hold.
+    let ascii: String = text
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect();
+    let mut chunk = b"tEXtComment\0".to_vec();
+    chunk.extend_from_slice(ascii.as_bytes());
+    let length = u32::try_from(chunk.len() - 4).map_err(err)?;
+    let mut out = Vec::with_capacity(png.len() + chunk.len() + 8);
+    out.extend_from_slice(&png[..after_header]);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
+    out.extend_from_slice(&png[after_header..]);
+    Ok(out)
 }
 
 fn text_style(size: u32) -> TextStyle<'static> {

@@ -57,16 +57,12 @@ impl ReportError {
     }
 }
 
-/// Writes `bytes` atomically unless the file already holds exactly them; true when written.
-pub(crate) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, ReportError> {
-    if std::fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(false);
-    }
+/// Writes `bytes` atomically (creating the directory) unless the file already holds them.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, ReportError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
     }
-    store::write_atomic(path, bytes)?;
-    Ok(true)
+    Ok(store::write_if_changed(path, bytes)?)
 }
 
 /// What `report` produced: every file, and which of them changed.

@@ -33,6 +33,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io("cannot fsync directory", dir, e))
 }
 
+/// [`write_atomic`] unless `path` already holds exactly `bytes`: regenerating unchanged output
+/// touches nothing (timestamps stay, so make and LaTeX see no change). True when written.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    write_atomic(path, bytes)?;
+    Ok(true)
+}
+
 fn write_temp_and_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut file = OpenOptions::new()
         .write(true)

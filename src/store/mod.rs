@@ -11,7 +11,7 @@ mod atomic;
 mod canonical;
 mod lock;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_if_changed};
 pub use canonical::{canonical_json, content_sha256, run_id, sha256_hex};
 pub use lock::RunLock;
 
