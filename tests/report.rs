@@ -572,6 +572,9 @@ fn the_appendix_compiles_with_pdflatex() {
         !log.contains("undefined"),
         "undefined references or commands"
     );
+    // pdflatex lists the font files it embedded; `...600pk>` would be a bitmap (Type 3) font,
+    // which publishers reject.
+    assert!(!log.contains("pk>"), "bitmap fonts embedded");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -18,7 +18,7 @@ const TABLES: [(&str, &str); 5] = [
 pub fn render(study: &Study, header: &Header, figures: &[Figure]) -> String {
     let mut out = header.lines("% ");
     out.push_str(
-        "\\documentclass[10pt]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[margin=2cm]{geometry}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n% Shrinks a table to the text width only when it is wider.\n\\newcommand{\\fitwidth}[1]{\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{#1}}\n\\input{numbers}\n\\begin{document}\n",
+        "\\documentclass[10pt]{article}\n\\usepackage[margin=2cm]{geometry}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n% Shrinks a table to the text width only when it is wider.\n\\newcommand{\\fitwidth}[1]{\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{#1}}\n\\input{numbers}\n\\begin{document}\n",
     );
     out.push_str(&format!(
         "\\section*{{Appendix: {}}}\n\n",
