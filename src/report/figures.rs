@@ -61,9 +61,27 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
 
-/// A drawing, rendered to any backend.
-type Draw<'a> = Box<dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> DrawResult + 'a>;
-type DrawSvg<'a> = Box<dyn Fn(&DrawingArea<SVGBackend, Shift>) -> DrawResult + 'a>;
+/// The figures there are; each draws itself on any plotters backend.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Main,
+    CrossDataset,
+    Memory,
+    Sweep(SweepAxis),
+}
+
+impl Kind {
+    fn draw<DB: DrawingBackend>(self, area: &DrawingArea<DB, Shift>, study: &Study) -> DrawResult {
+        area.fill(&WHITE).map_err(err)?;
+        match self {
+            Self::Main => main(area, study),
+            Self::CrossDataset => cross_dataset(area, study),
+            Self::Memory => memory(area, study),
+            Self::Sweep(axis) => sweep(area, study, axis),
+        }?;
+        area.present().map_err(err)
+    }
+}
 
 /// Draws every figure the study supports into `dir`; returns them in appendix order.
 pub fn all(
@@ -73,50 +91,46 @@ pub fn all(
     written: &mut Written,
 ) -> Result<Vec<Figure>, ReportError> {
     register_fonts();
-    let mut figures = Vec::new();
-    let mut add =
-        |name: &'static str, size: (u32, u32), caption: String, draw: Draw, svg: DrawSvg| {
-            render(dir, name, size, header, &draw, &svg, written)?;
-            figures.push(Figure {
-                name,
-                caption,
-                wide: size.0 > COLUMN_PIXELS,
-            });
-            Ok::<(), ReportError>(())
-        };
     let (n, d) = (study.shown.len() as u32, study.datasets.len() as u32);
     let bars_height = 220 + 70 * n * d.max(1);
-    add(
-        "main",
-        (2000, bars_height),
-        "Throughput (mean over prompts and repeats, 95\\% confidence interval) and speedup over AR per method and dataset.".into(),
-        Box::new(move |area| main(area, study)),
-        Box::new(move |area| main(area, study)),
-    )?;
-    add(
-        "cross_dataset",
-        (COLUMN_PIXELS, 650),
-        "Speedup over AR of each method on each dataset (dashed: AR).".into(),
-        Box::new(move |area| cross_dataset(area, study)),
-        Box::new(move |area| cross_dataset(area, study)),
-    )?;
-    add(
-        "memory",
-        (1600, bars_height),
-        "Peak memory (heap high-water mark with both models loaded) per method and dataset.".into(),
-        Box::new(move |area| memory(area, study)),
-        Box::new(move |area| memory(area, study)),
-    )?;
+    let mut planned = vec![
+        (
+            "main",
+            Kind::Main,
+            (2000, bars_height),
+            "Throughput (mean over prompts and repeats, 95\\% confidence interval) and speedup over AR per method and dataset.".to_string(),
+        ),
+        (
+            "cross_dataset",
+            Kind::CrossDataset,
+            (COLUMN_PIXELS, 650),
+            "Speedup over AR of each method on each dataset (dashed: AR).".to_string(),
+        ),
+        (
+            "memory",
+            Kind::Memory,
+            (1600, bars_height),
+            "Peak memory (heap high-water mark with both models loaded) per method and dataset.".to_string(),
+        ),
+    ];
     for axis in [SweepAxis::Depth, SweepAxis::Tau] {
         if sweep_values(study, axis).len() >= 2 {
-            add(
+            planned.push((
                 axis.name(),
+                Kind::Sweep(axis),
                 (1800, 800),
                 format!("DynaTree throughput against {} per branching factor (best over the other parameters).", axis.caption()),
-                Box::new(move |area| sweep(area, study, axis)),
-                Box::new(move |area| sweep(area, study, axis)),
-            )?;
+            ));
         }
+    }
+    let mut figures = Vec::new();
+    for (name, kind, size, caption) in planned {
+        render(dir, name, kind, size, study, header, written)?;
+        figures.push(Figure {
+            name,
+            caption,
+            wide: size.0 > COLUMN_PIXELS,
+        });
     }
     Ok(figures)
 }
@@ -125,22 +139,20 @@ pub fn all(
 fn render(
     dir: &Path,
     name: &str,
+    kind: Kind,
     size: (u32, u32),
+    study: &Study,
     header: &Header,
-    draw: &Draw,
-    draw_svg: &DrawSvg,
     written: &mut Written,
 ) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::output(dir, e))?;
     let png = dir.join(format!("{name}.png"));
     // The encoder picks the format from the extension, so the scratch file ends in `.png`.
     let scratch = dir.join(format!(".{name}.tmp-{}.png", std::process::id()));
-    let drawn = (|| {
-        let area = BitMapBackend::new(&scratch, size).into_drawing_area();
-        area.fill(&WHITE).map_err(err)?;
-        draw(&area)?;
-        area.present().map_err(err)
-    })();
+    let drawn = kind.draw(
+        &BitMapBackend::new(&scratch, size).into_drawing_area(),
+        study,
+    );
     let bytes = drawn.and_then(|()| std::fs::read(&scratch).map_err(err));
     let _ = std::fs::remove_file(&scratch);
     let bytes = bytes.and_then(|png| with_text_chunk(&png, &header.lines("")));
@@ -151,15 +163,11 @@ fn render(
 
     let svg_path = dir.join(format!("{name}.svg"));
     let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        let drawn = area
-            .fill(&WHITE)
-            .map_err(err)
-            .and_then(|()| draw_svg(&area))
-            .and_then(|()| area.present().map_err(err));
-        drawn.map_err(|e| ReportError::output(&svg_path, e))?;
-    }
+    kind.draw(
+        &SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+        study,
+    )
+    .map_err(|e| ReportError::output(&svg_path, e))?;
     let comment = format!("<!--\n{}-->\n", header.lines("  ").replace("--", "- -"));
     written.put(svg_path, format!("{comment}{svg}").as_bytes())
 }
