@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::ReportError;
 use crate::bench::identity::baseline_config;
 use crate::bench::record::Record;
+use crate::bench::runner::short;
 use crate::bench::stats::t_975;
 use crate::decode::Method;
 use crate::store::{self, Store};
@@ -456,10 +457,10 @@ fn check_baselines(summary: &DataFrame, root: &Path) -> Result<(), ReportError> 
         .map(|i| {
             format!(
                 "{} ({} {}) needs AR run {}",
-                &cell("id", i)[..12.min(cell("id", i).len())],
+                short(&cell("id", i)),
                 cell("dataset", i),
                 cell("config", i),
-                &cell("baseline_id", i)[..12.min(cell("baseline_id", i).len())]
+                short(&cell("baseline_id", i))
             )
         })
         .collect();

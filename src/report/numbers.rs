@@ -118,9 +118,7 @@ fn per_run_numbers(study: &Study, numbers: &mut Numbers) -> Result<(), ReportErr
 
 /// Peak memory averaged over datasets and its change relative to AR, per configuration.
 fn per_config_numbers(study: &Study, numbers: &mut Numbers) -> Result<(), ReportError> {
-    let ar = (0..study.configs.len())
-        .find(|&c| study.configs[c].method.name() == "ar")
-        .and_then(|c| study.mean_over_datasets(c, MEMORY.value));
+    let ar = study.ar_mean(MEMORY.value);
     for (c, config) in study.configs.iter().enumerate() {
         let Some(memory) = study.mean_over_datasets(c, MEMORY.value) else {
             continue;

@@ -163,6 +163,12 @@ impl Study {
         (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
 
+    /// [`Study::mean_over_datasets`] of the AR baseline.
+    pub fn ar_mean(&self, f: impl Fn(&RunRow) -> Option<f64>) -> Option<f64> {
+        let ar = self.configs.iter().position(|c| c.method == Method::Ar)?;
+        self.mean_over_datasets(ar, f)
+    }
+
     fn select_shown(&self) -> Vec<usize> {
         let mut shown = Vec::new();
         for name in Method::NAMES {

@@ -200,12 +200,7 @@ fn memory(study: &Study, header: &Header) -> String {
         .iter()
         .map(|&c| study.mean_over_datasets(c, MEMORY.value))
         .collect();
-    let ar_average = study
-        .shown
-        .iter()
-        .zip(&averages)
-        .find(|(&c, _)| study.configs[c].method.name() == "ar")
-        .and_then(|(_, a)| *a);
+    let ar_average = study.ar_mean(MEMORY.value);
     columns.push((averages.clone(), &MEMORY));
     let body: Vec<String> = study
         .shown
