@@ -676,3 +676,77 @@ fn a_missing_baseline_is_an_error_not_a_speedup_of_one() {
     ]);
     assert!(!out.status.success());
 }
+
+/// The fixture's results copied into a fresh artifacts directory.
+fn copied_artifacts(into: &Path) -> PathBuf {
+    let artifacts = into.join("artifacts");
+    std::fs::create_dir_all(artifacts.join("runs")).unwrap();
+    for entry in std::fs::read_dir(fixture().artifacts().join("runs")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            artifacts.join("runs").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    artifacts
+}
+
+#[test]
+fn a_manifest_with_runs_not_done_is_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("wider.toml");
+    std::fs::write(&manifest, manifest_text().replace("k = [3]", "k = [3, 5]")).unwrap();
+    let artifacts = copied_artifacts(dir.path());
+    let out = dynatree(&[
+        "report",
+        s(&manifest),
+        "--artifacts",
+        s(&artifacts),
+        "--out",
+        s(&dir.path().join("r")),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // k=5 on two datasets at two lengths.
+    assert!(
+        stderr.contains(&format!("4 of {} runs are not done", RUNS * LENGTHS + 4)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("linear k=5"),
+        "names a pending run: {stderr}"
+    );
+    assert!(stderr.contains("run `dynatree run"), "{stderr}");
+    assert!(!dir.path().join("r").exists(), "no partial report");
+}
+
+#[test]
+fn a_run_that_is_not_lossless_is_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = copied_artifacts(dir.path());
+    let summary = read_csv(&fixture().artifacts().join("summary.csv"));
+    let linear = (0..summary.height())
+        .find(|&i| str_at(&summary, "method", i) == "linear")
+        .map(|i| str_at(&summary, "id", i))
+        .unwrap();
+    let store = dynatree::store::Store::open(&artifacts).unwrap();
+    let mut result = store.read_result(&linear).unwrap().unwrap();
+    result["lossless"] = serde_json::json!(false);
+    store.write_result(&linear, result).unwrap();
+    let out = dynatree(&[
+        "report",
+        s(&fixture().manifest),
+        "--artifacts",
+        s(&artifacts),
+        "--out",
+        s(&dir.path().join("r")),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs whose output differs from AR cannot be reported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&linear), "{stderr}");
+}
