@@ -109,6 +109,27 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `dynatree report MANIFEST --artifacts ARTIFACTS --out OUT`.
+fn report(manifest: &Path, artifacts: &Path, out: &Path) -> Output {
+    dynatree(&[
+        "report",
+        s(manifest),
+        "--artifacts",
+        s(artifacts),
+        "--out",
+        s(out),
+    ])
+}
+
+/// The id of the first run of `method` in the fixture's summary.csv.
+fn first_id(method: &str) -> String {
+    let summary = read_csv(&fixture().artifacts().join("summary.csv"));
+    (0..summary.height())
+        .find(|&i| str_at(&summary, "method", i) == method)
+        .map(|i| str_at(&summary, "id", i))
+        .unwrap()
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -128,14 +149,7 @@ fn fixture() -> &'static Fixture {
             "--artifacts",
             s(&artifacts),
         ]));
-        ok(dynatree(&[
-            "report",
-            s(&fixture.manifest),
-            "--artifacts",
-            s(&artifacts),
-            "--out",
-            s(&fixture.report()),
-        ]));
+        ok(report(&fixture.manifest, &artifacts, &fixture.report()));
         fixture
     })
 }
@@ -608,14 +622,7 @@ fn regenerating_from_unchanged_results_rewrites_identical_bytes() {
     let fx = fixture();
     let artifacts = fx.artifacts();
     let fresh = fx.dir.join("report-again");
-    ok(dynatree(&[
-        "report",
-        s(&fx.manifest),
-        "--artifacts",
-        s(&artifacts),
-        "--out",
-        s(&fresh),
-    ]));
+    ok(report(&fx.manifest, &artifacts, &fresh));
     let first = snapshot(&fx.report());
     let second = snapshot(&fresh);
     assert_eq!(first.len(), second.len());
@@ -626,14 +633,7 @@ fn regenerating_from_unchanged_results_rewrites_identical_bytes() {
             a.display()
         );
     }
-    let again = ok(dynatree(&[
-        "report",
-        s(&fx.manifest),
-        "--artifacts",
-        s(&artifacts),
-        "--out",
-        s(&fresh),
-    ]));
+    let again = ok(report(&fx.manifest, &artifacts, &fresh));
     assert!(again.contains(" 0 changed"), "{again}");
 }
 
@@ -641,39 +641,22 @@ fn regenerating_from_unchanged_results_rewrites_identical_bytes() {
 fn a_missing_baseline_is_an_error_not_a_speedup_of_one() {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("artifacts");
-    std::fs::create_dir_all(artifacts.join("runs")).unwrap();
-    let summary = read_csv(&fx.artifacts().join("summary.csv"));
-    let mut removed = None;
-    for i in 0..summary.height() {
-        let id = str_at(&summary, "id", i);
-        let name = format!("runs/{id}.json");
-        if str_at(&summary, "method", i) == "ar" && removed.is_none() {
-            removed = Some(id);
-            continue;
-        }
-        std::fs::copy(fx.artifacts().join(&name), artifacts.join(&name)).unwrap();
-    }
+    let artifacts = copied_artifacts(dir.path());
+    let removed = first_id("ar");
+    std::fs::remove_file(artifacts.join(format!("runs/{removed}.json"))).unwrap();
     let out = dynatree(&["aggregate", "--artifacts", s(&artifacts)]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("have no AR baseline"), "{stderr}");
     assert!(
-        stderr.contains(&removed.unwrap()[..12]),
+        stderr.contains(&removed[..12]),
         "names the missing AR run: {stderr}"
     );
     assert!(
         !artifacts.join("summary.csv").exists(),
         "nothing half-aggregated is written"
     );
-    let out = dynatree(&[
-        "report",
-        s(&fx.manifest),
-        "--artifacts",
-        s(&artifacts),
-        "--out",
-        s(&dir.path().join("r")),
-    ]);
+    let out = report(&fx.manifest, &artifacts, &dir.path().join("r"));
     assert!(!out.status.success());
 }
 
@@ -698,14 +681,7 @@ fn a_manifest_with_runs_not_done_is_not_reported() {
     let manifest = dir.path().join("wider.toml");
     std::fs::write(&manifest, manifest_text().replace("k = [3]", "k = [3, 5]")).unwrap();
     let artifacts = copied_artifacts(dir.path());
-    let out = dynatree(&[
-        "report",
-        s(&manifest),
-        "--artifacts",
-        s(&artifacts),
-        "--out",
-        s(&dir.path().join("r")),
-    ]);
+    let out = report(&manifest, &artifacts, &dir.path().join("r"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     // k=5 on two datasets at two lengths.
@@ -725,23 +701,12 @@ fn a_manifest_with_runs_not_done_is_not_reported() {
 fn a_run_that_is_not_lossless_is_not_reported() {
     let dir = tempfile::tempdir().unwrap();
     let artifacts = copied_artifacts(dir.path());
-    let summary = read_csv(&fixture().artifacts().join("summary.csv"));
-    let linear = (0..summary.height())
-        .find(|&i| str_at(&summary, "method", i) == "linear")
-        .map(|i| str_at(&summary, "id", i))
-        .unwrap();
+    let linear = first_id("linear");
     let store = dynatree::store::Store::open(&artifacts).unwrap();
     let mut result = store.read_result(&linear).unwrap().unwrap();
     result["lossless"] = serde_json::json!(false);
     store.write_result(&linear, result).unwrap();
-    let out = dynatree(&[
-        "report",
-        s(&fixture().manifest),
-        "--artifacts",
-        s(&artifacts),
-        "--out",
-        s(&dir.path().join("r")),
-    ]);
+    let out = report(&fixture().manifest, &artifacts, &dir.path().join("r"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
