@@ -54,7 +54,7 @@ fn load(dir: &Path) -> GptNeox {
 
 fn prompt(vocab: u32) -> Vec<u32> {
     let reference =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-neox/reference.json");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-neox/reference.json");
     let text = std::fs::read_to_string(reference).expect("reference.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("reference.json parses");
     let ids = json["cases"][0]["prompt_ids"]
@@ -134,7 +134,7 @@ fn pass_cost_by_block(model: &GptNeox, name: &str) {
 }
 
 fn tiny_pair(opts: &Options) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-neox");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-neox");
     let (target, draft) = (load(&fixture.join("target")), load(&fixture.join("draft")));
     pass_cost_by_block(&target, "target");
     pass_cost_by_block(&draft, "draft");

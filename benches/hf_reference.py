@@ -24,11 +24,11 @@ Examples:
   python benches/hf_reference.py make-checkpoint --shape pythia-410m \
       --out /work/bench-ckpt/pythia-410m-random
   python benches/hf_reference.py generate \
-      --model ../shared/fixtures/tiny-neox/target --threads 1 \
+      --model tests/fixtures/tiny-neox/target --threads 1 \
       --max-new-tokens 64 --repeats 3 --warmup 1 --json
   python benches/hf_reference.py generate \
-      --model ../shared/fixtures/tiny-neox/target \
-      --assistant ../shared/fixtures/tiny-neox/draft --threads 1 \
+      --model tests/fixtures/tiny-neox/target \
+      --assistant tests/fixtures/tiny-neox/draft --threads 1 \
       --max-new-tokens 64 --repeats 3 --warmup 1 --json
 """
 
@@ -42,10 +42,9 @@ import sys
 import time
 from pathlib import Path
 
-# Default prompt source: the shared tiny-neox fixture, relative to this file
-# (benches/ -> repo root -> ../shared).
+# Default prompt source: the embedded tiny-neox fixture (benches/ -> repo root -> tests/fixtures).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "tiny-neox" / "reference.json"
+DEFAULT_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "tiny-neox" / "reference.json"
 
 # Exact architecture of EleutherAI/pythia-410m (its hub config.json).
 SHAPES = {

@@ -56,16 +56,28 @@ pub enum ClusterError {
 }
 
 /// What each job asks Slurm for; `None` leaves it to the cluster's defaults.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct SlurmOptions {
+    /// Slurm partition (sbatch --partition).
+    #[arg(long)]
     pub partition: Option<String>,
+    /// GPUs per array task (sbatch --gpus-per-task).
+    #[arg(long)]
     pub gpus_per_task: Option<u32>,
+    /// CPUs per array task (sbatch --cpus-per-task).
+    #[arg(long)]
     pub cpus_per_task: Option<u32>,
+    /// Memory per node, as sbatch takes it (e.g. 32G).
+    #[arg(long)]
     pub mem: Option<String>,
+    /// Time limit per job, as sbatch takes it (e.g. 04:00:00).
+    #[arg(long)]
     pub time: Option<String>,
-    /// At most this many array tasks at once (`%K`).
+    /// At most K array tasks at once (`%K`).
+    #[arg(long, value_name = "K")]
     pub max_parallel: Option<usize>,
-    /// At most this many array tasks; default one per pending run (at most `MAX_SHARDS`).
+    /// At most this many array tasks [default: one per pending run, at most 1000].
+    #[arg(long)]
     pub tasks: Option<usize>,
 }
 
@@ -183,13 +195,19 @@ pub fn array_spec(tasks: &[usize], max_parallel: Option<usize>) -> String {
 pub struct JobPaths {
     pub exe: PathBuf,
     pub manifest: PathBuf,
+    /// The dataset lock (it need not exist: a manifest that pins every file needs none).
+    pub lock: PathBuf,
     pub artifacts: PathBuf,
     pub workdir: PathBuf,
 }
 
 impl JobPaths {
-    /// This binary, the manifest and the artifacts directory (created), made absolute.
-    pub fn resolve(manifest: &Path, artifacts: &Path) -> Result<JobPaths, ClusterError> {
+    /// This binary, the manifest, the lock and the artifacts directory (created), made absolute.
+    pub fn resolve(
+        manifest: &Path,
+        lock: &Path,
+        artifacts: &Path,
+    ) -> Result<JobPaths, ClusterError> {
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
             move |source| ClusterError::Io {
@@ -200,12 +218,14 @@ impl JobPaths {
         };
         std::fs::create_dir_all(artifacts).map_err(io("cannot create", artifacts))?;
         let cwd = Path::new(".");
+        let workdir =
+            std::env::current_dir().map_err(io("cannot read the current directory", cwd))?;
         Ok(JobPaths {
             exe: std::env::current_exe().map_err(io("cannot find this program's path", cwd))?,
             manifest: std::fs::canonicalize(manifest).map_err(io("cannot resolve", manifest))?,
+            lock: workdir.join(lock),
             artifacts: std::fs::canonicalize(artifacts).map_err(io("cannot resolve", artifacts))?,
-            workdir: std::env::current_dir()
-                .map_err(io("cannot read the current directory", cwd))?,
+            workdir,
         })
     }
 
@@ -285,9 +305,10 @@ impl Job {
         .expect("writing to a String");
         writeln!(
             s,
-            "exec {} run {} --artifacts {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{}\"",
+            "exec {} run {} --lock {} --artifacts {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{}\"",
             quote(&p.exe),
             quote(&p.manifest),
+            quote(&p.lock),
             quote(&p.artifacts),
             self.layout.shards
         )
@@ -301,7 +322,8 @@ impl Job {
         let mut s = header(&format!("{}-report", self.name), &self.options, &p.workdir);
         let log = p.slurm_dir().join(format!("{}-report-%j.log", self.name));
         sbatch_line(&mut s, "output", &log.display().to_string());
-        let (exe, manifest, artifacts) = (quote(&p.exe), quote(&p.manifest), quote(&p.artifacts));
+        let (exe, artifacts) = (quote(&p.exe), quote(&p.artifacts));
+        let manifest = format!("{} --lock {}", quote(&p.manifest), quote(&p.lock));
         let out = quote(&p.artifacts.join("report"));
         writeln!(
             s,
@@ -408,6 +430,7 @@ mod tests {
         JobPaths {
             exe: "/opt/bin/dynatree".into(),
             manifest: "/home/me/exp/it's.toml".into(),
+            lock: "/home/me/datasets/lock.toml".into(),
             artifacts: "/scratch/art".into(),
             workdir: "/home/me".into(),
         }
@@ -497,7 +520,7 @@ mod tests {
             "#SBATCH --ntasks=1\n",
             "#SBATCH --chdir=/home/me\n",
             "export RAYON_NUM_THREADS\n",
-            "exec '/opt/bin/dynatree' run '/home/me/exp/it'\\''s.toml' --artifacts '/scratch/art' --shard \"${SLURM_ARRAY_TASK_ID}/5\"\n",
+            "exec '/opt/bin/dynatree' run '/home/me/exp/it'\\''s.toml' --lock '/home/me/datasets/lock.toml' --artifacts '/scratch/art' --shard \"${SLURM_ARRAY_TASK_ID}/5\"\n",
         ] {
             assert!(script.contains(line), "missing {line:?} in\n{script}");
         }
@@ -526,7 +549,7 @@ mod tests {
         );
         let aggregate = script.find("'/opt/bin/dynatree' aggregate --artifacts '/scratch/art'\n");
         let report = script.find(
-            "'/opt/bin/dynatree' report '/home/me/exp/it'\\''s.toml' --artifacts '/scratch/art' --out '/scratch/art/report'\n",
+            "'/opt/bin/dynatree' report '/home/me/exp/it'\\''s.toml' --lock '/home/me/datasets/lock.toml' --artifacts '/scratch/art' --out '/scratch/art/report'\n",
         );
         assert!(
             aggregate.is_some() && report.is_some() && aggregate < report,

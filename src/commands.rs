@@ -5,37 +5,79 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use serde_json::json;
 
-use crate::bench::runner::{self, short, RunOptions};
+use crate::bench::runner::{self, short};
 use crate::bench::{self, PlannedRun};
+use crate::cli::{
+    AggregateArgs, CheckArgs, FetchArgs, GenerateArgs, ManifestArg, MethodName, PlanArgs,
+    PromptsArgs, ReportArgs, RunArgs, StatusArgs, SubmitArgs, SummaryArgs, VerifyArgs, WhyArgs,
+};
 use crate::data::lock::{Lock, Recorded};
 use crate::data::{self, DataError};
-use crate::manifest::{self, Manifest, ModelRef};
-use crate::model::{HubSettings, ModelFiles, ModelSource};
+use crate::decode::{Method, Schedule, TreeParams};
+use crate::engine::{Engine, EngineSpec};
+use crate::manifest::{self, DatasetSource, Manifest, ModelRef};
+use crate::model::{parse_device, parse_dtype, HubSettings, ModelFiles, ModelSource};
 use crate::store::Store;
 
-fn load(path: &Path) -> Result<Manifest> {
-    Ok(manifest::load(path)?)
+/// The manifest with every hub file pinned, by the manifest itself or by the lock.
+fn load(arg: &ManifestArg) -> Result<Manifest> {
+    let mut manifest = manifest::load(&arg.manifest)?;
+    Lock::load(&arg.lock)?.pin(&mut manifest, &arg.lock)?;
+    Ok(manifest)
 }
 
 fn planned(manifest: &Manifest, artifacts: &Path) -> Result<Vec<PlannedRun>> {
     bench::plan(manifest, artifacts, &HubSettings::from_env()).context("planning runs")
 }
 
-/// `dynatree check`: validates a manifest and its grid without running anything.
-pub fn check(path: &Path) -> Result<ExitCode> {
-    let manifest = load(path)?;
+/// `dynatree check`: validates a manifest and its grid without running anything, and says which
+/// hub files only the lock pins (or nothing yet).
+pub fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let ManifestArg {
+        manifest: path,
+        lock,
+    } = &args.manifest;
+    let manifest = manifest::load(path)?;
     let points = crate::grid::expand(&manifest)?;
     println!("{}: ok, {} runs", path.display(), points.len());
+    let locked = Lock::load(lock)?;
+    for (name, spec) in &manifest.datasets {
+        let DatasetSource::Hub {
+            hub,
+            revision,
+            files,
+        } = &spec.source
+        else {
+            continue;
+        };
+        for file in files
+            .iter()
+            .filter(|(_, pin)| pin.is_none())
+            .map(|(f, _)| f)
+        {
+            let state = match locked.hub_pin(hub, revision, file) {
+                Some(sha) => format!("pinned by {} ({sha})", lock.display()),
+                None => format!(
+                    "NOT PINNED yet: `dynatree fetch {} --update-lock` trusts it on first use",
+                    path.display()
+                ),
+            };
+            println!(
+                "dataset {name}: {hub}@{revision}:{file} is unpinned in the manifest; {state}"
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `dynatree plan`: the expanded grid with ids, in run order.
-pub fn plan(path: &Path, artifacts: &Path, as_json: bool) -> Result<ExitCode> {
-    let manifest = load(path)?;
-    for run in planned(&manifest, artifacts)? {
-        if as_json {
+pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    for run in planned(&manifest, &args.artifacts.artifacts)? {
+        if args.format.json {
             let line = json!({"id": run.id, "dataset": run.point.dataset, "method": run.point.method.name(), "params": run.point.method.params()});
             println!("{line}");
         } else {
@@ -46,12 +88,13 @@ pub fn plan(path: &Path, artifacts: &Path, as_json: bool) -> Result<ExitCode> {
 }
 
 /// `dynatree run`.
-pub fn run(path: &Path, artifacts: &Path, options: RunOptions) -> Result<ExitCode> {
-    let manifest = load(path)?;
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    let artifacts = &args.artifacts.artifacts;
     let store = Store::open(artifacts)?;
     let all = planned(&manifest, artifacts)?;
-    let (pending, done) = runner::select(all, &options, &store);
-    let force = options.force;
+    let (pending, done) = runner::select(all, &args.options, &store);
+    let force = args.options.force;
     if pending.is_empty() {
         println!("nothing to do: {done} runs already done");
         return Ok(ExitCode::SUCCESS);
@@ -87,11 +130,19 @@ pub fn run(path: &Path, artifacts: &Path, options: RunOptions) -> Result<ExitCod
 
 /// `dynatree fetch`: downloads every hub dataset file and hub model of a manifest into the
 /// Hugging Face cache, verifies dataset files against the manifest's pins and the lock, and
-/// writes the lock (only when everything verified).
-pub fn fetch(path: &Path, lock_path: &Path, update_lock: bool) -> Result<ExitCode> {
-    let manifest = load(path)?;
+/// writes the lock (only when everything verified). A hub file the manifest leaves unpinned and
+/// the lock does not know yet is trusted on first use only when `--update-lock` asks for it.
+pub fn fetch(args: &FetchArgs) -> Result<ExitCode> {
+    let (path, lock_path) = (&args.manifest.manifest, &args.manifest.lock);
+    let update_lock = args.update_lock;
+    let mut manifest = manifest::load(path)?;
     let hub = HubSettings::from_env();
     let mut lock = Lock::load(lock_path)?;
+    // Files the lock pins are checked against it (and evicted when they differ), unless
+    // --update-lock is to record their new bytes.
+    if !update_lock {
+        lock.pin_known(&mut manifest);
+    }
     let mut problems = Vec::new();
     for (name, spec) in &manifest.datasets {
         let mut files = Vec::new();
@@ -114,7 +165,25 @@ pub fn fetch(path: &Path, lock_path: &Path, update_lock: bool) -> Result<ExitCod
         for file in files {
             let label = file.locked.name();
             let (size, sha) = (file.locked.size, file.locked.sha256.clone());
+            let first_use = !file.pinned_by_manifest && lock.find(&file.locked).is_none();
+            if first_use && !update_lock {
+                problems.push(format!(
+                    "dataset {name}: {label} ({size} bytes, {sha}) is pinned neither by the manifest nor by {}; to trust these bytes on first use run `dynatree fetch {} --update-lock`, or pin them in the manifest",
+                    lock_path.display(),
+                    path.display()
+                ));
+                continue;
+            }
             match lock.record(file.locked, update_lock, lock_path) {
+                Ok(Recorded::Added) if first_use => {
+                    println!("dataset {name}: {label} {size} bytes {sha} TRUSTED ON FIRST USE");
+                    eprintln!(
+                        "warning: dataset {name}: {label} is unpinned in {}; its bytes as downloaded now ({sha}) are recorded in {} and pin every later fetch and run. Check them, then pin them in the manifest: files = {{ \"{}\" = \"{sha}\" }}",
+                        path.display(),
+                        lock_path.display(),
+                        file_in_repo(&label)
+                    );
+                }
                 Ok(recorded) => {
                     let what = match recorded {
                         Recorded::Unchanged => "ok".to_string(),
@@ -173,9 +242,15 @@ pub fn fetch(path: &Path, lock_path: &Path, update_lock: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// The path in the repository of a lock entry's `repo@revision:path` name.
+fn file_in_repo(name: &str) -> &str {
+    name.split_once(':').map_or(name, |(_, file)| file)
+}
+
 /// `dynatree prompts`: every dataset's prompts, built exactly as `run` builds them.
-pub fn prompts(path: &Path, as_json: bool) -> Result<ExitCode> {
-    let manifest = load(path)?;
+pub fn prompts(args: &PromptsArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    let as_json = args.format.json;
     let hub = HubSettings::from_env();
     for (name, spec) in &manifest.datasets {
         let prompts =
@@ -199,13 +274,14 @@ pub fn prompts(path: &Path, as_json: bool) -> Result<ExitCode> {
 }
 
 /// `dynatree status`.
-pub fn status(path: &Path, artifacts: &Path) -> Result<ExitCode> {
-    let manifest = load(path)?;
+pub fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    let artifacts = &args.artifacts.artifacts;
     let store = Store::open(artifacts)?;
     let status = bench::status(planned(&manifest, artifacts)?, &store);
     println!(
         "{}: {} done, {} failed, {} pending",
-        path.display(),
+        args.manifest.manifest.display(),
         status.done.len(),
         status.failed.len(),
         status.pending.len()
@@ -220,8 +296,8 @@ pub fn status(path: &Path, artifacts: &Path) -> Result<ExitCode> {
 }
 
 /// `dynatree verify`: every stored result against its checksum and id.
-pub fn verify(artifacts: &Path) -> Result<ExitCode> {
-    let store = Store::open(artifacts)?;
+pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
+    let store = Store::open(&args.artifacts.artifacts)?;
     let problems = store.verify()?;
     let good = store.done_ids()?.len();
     for p in &problems {
@@ -236,7 +312,8 @@ pub fn verify(artifacts: &Path) -> Result<ExitCode> {
 }
 
 /// `dynatree aggregate`: every result into `summary.csv` and `per_prompt.csv`.
-pub fn aggregate(artifacts: &Path) -> Result<ExitCode> {
+pub fn aggregate(args: &AggregateArgs) -> Result<ExitCode> {
+    let artifacts = &args.artifacts.artifacts;
     let store = Store::open(artifacts)?;
     let aggregate = crate::report::aggregate(&store)?;
     let changed = aggregate.write_csv(artifacts)?;
@@ -255,9 +332,10 @@ pub fn aggregate(artifacts: &Path) -> Result<ExitCode> {
 }
 
 /// `dynatree report`: a manifest's tables, numbers, figures and appendix.
-pub fn report(path: &Path, artifacts: &Path, out: &Path) -> Result<ExitCode> {
-    let manifest = load(path)?;
-    let written = crate::report::report(&manifest, artifacts, out)?;
+pub fn report(args: &ReportArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    let out = &args.out;
+    let written = crate::report::report(&manifest, &args.artifacts.artifacts, out)?;
     for file in &written.changed {
         println!("wrote {}", file.display());
     }
@@ -271,8 +349,9 @@ pub fn report(path: &Path, artifacts: &Path, out: &Path) -> Result<ExitCode> {
 }
 
 /// `dynatree why`: which inputs make two runs differ.
-pub fn why(left: &str, right: &str, artifacts: &Path) -> Result<ExitCode> {
-    let store = Store::open(artifacts)?;
+pub fn why(args: &WhyArgs) -> Result<ExitCode> {
+    let (left, right) = (args.left.as_str(), args.right.as_str());
+    let store = Store::open(&args.artifacts.artifacts)?;
     let config = |prefix: &str| -> Result<(String, serde_json::Value)> {
         let id = resolve_id(&store, prefix)?;
         let path = store.result_path(&id);
@@ -323,43 +402,21 @@ fn resolve_id(store: &Store, prefix: &str) -> Result<String> {
     }
 }
 
-/// Parses `--shard I/N`.
-pub fn parse_shard(text: &str) -> std::result::Result<(usize, usize), String> {
-    let (i, n) = text
-        .split_once('/')
-        .ok_or_else(|| format!("--shard {text:?}: expected I/N, e.g. 0/4"))?;
-    let (i, n): (usize, usize) = (
-        i.trim()
-            .parse()
-            .map_err(|_| format!("--shard {text:?}: I is not a number"))?,
-        n.trim()
-            .parse()
-            .map_err(|_| format!("--shard {text:?}: N is not a number"))?,
-    );
-    if n == 0 || i >= n {
-        return Err(format!("--shard {text:?}: need 0 <= I < N"));
-    }
-    Ok((i, n))
-}
-
 /// `dynatree submit --slurm`: the runs not done yet as a Slurm job array (task i runs shard
 /// i/N), then a job that aggregates and reports once every task has ended. With nothing pending
 /// nothing is submitted: the report of a finished sweep is quicker to make where you are.
-pub fn submit(
-    path: &Path,
-    artifacts: &Path,
-    options: crate::cluster::SlurmOptions,
-    dry_run: bool,
-) -> Result<ExitCode> {
+pub fn submit(args: &SubmitArgs) -> Result<ExitCode> {
     use crate::cluster::{self, Job, JobPaths};
+    let (path, artifacts) = (&args.manifest.manifest, &args.artifacts.artifacts);
+    let options = args.options.clone();
     options.validate()?;
-    let manifest = load(path)?;
+    let manifest = load(&args.manifest)?;
     let store = Store::open(artifacts)?;
     let all = planned(&manifest, artifacts)?;
     let pending: Vec<usize> = (0..all.len())
         .filter(|&i| !store.is_done(&all[i].id))
         .collect();
-    let paths = JobPaths::resolve(path, artifacts)?;
+    let paths = JobPaths::resolve(path, &args.manifest.lock, artifacts)?;
     if pending.is_empty() {
         println!(
             "nothing to submit: all {} runs of {} are done; for the report run\n  dynatree aggregate --artifacts {a}\n  dynatree report {} --artifacts {a} --out {a}/report",
@@ -389,7 +446,7 @@ pub fn submit(
     let job = Job::new(&manifest.experiment.name, paths, layout, options);
     job.write()?;
     let (array, report) = (job.array_script_path(), job.report_script_path());
-    if dry_run {
+    if args.dry_run {
         for (script, after) in [(&array, None), (&report, Some("<array job id>"))] {
             let args = cluster::sbatch_args(script, after).join(" ");
             println!("\n# sbatch {args}\n{}", std::fs::read_to_string(script)?);
@@ -411,4 +468,147 @@ pub fn submit(
         job.paths.artifacts.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree summary`: a manifest's headline numbers in the terminal, and where its report is.
+pub fn summary(args: &SummaryArgs) -> Result<ExitCode> {
+    let manifest = load(&args.manifest)?;
+    let lines = crate::report::summary(&manifest, &args.artifacts.artifacts)?;
+    print!("{}", crate::report::summary_table(&lines));
+    let report = &args.report;
+    let listed = |dir: &str, exts: &[&str]| -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(report.join(dir))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| exts.iter().any(|x| e == *x)))
+            .map(|p| p.display().to_string())
+            .collect();
+        files.sort();
+        files
+    };
+    let tables = listed("tables", &["tex"]);
+    let figures = listed("figures", &["png", "svg"]);
+    if tables.is_empty() && figures.is_empty() {
+        println!(
+            "\nno report in {} yet: dynatree report {} --out {}",
+            report.display(),
+            args.manifest.manifest.display(),
+            report.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\ntables:  {}", tables.join("\n         "));
+    println!("figures: {}", figures.join("\n         "));
+    let pdf = report.join("appendix.pdf");
+    if pdf.exists() {
+        println!("PDF:     {}", pdf.display());
+    } else {
+        println!(
+            "PDF:     not built ({} is there; pdflatex compiles it)",
+            report.join("appendix.tex").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dynatree generate`: one greedy generation with one method.
+pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
+    let method = generate_method(args)?;
+    if method.needs_draft() && args.draft.is_none() {
+        bail!("--method {} needs --draft", method.name());
+    }
+    let engine =
+        Engine::load(&engine_spec(args)?, &HubSettings::from_env()).context("loading models")?;
+    let prompt = match (&args.prompt, &args.prompt_ids) {
+        (Some(text), _) => engine.encode(text)?,
+        (None, Some(ids)) => ids.clone(),
+        (None, None) => unreachable!("clap requires one of --prompt and --prompt-ids"),
+    };
+    let settings = engine.settings(args.max_new_tokens, args.stop_at_eos);
+    let generation = engine.generate(&method, &prompt, &settings)?;
+    let report = engine.report(&method, prompt, generation)?;
+    if args.format.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        if let Some(text) = &report.text {
+            println!("{text}");
+        } else {
+            println!("{:?}", report.tokens);
+        }
+        eprintln!("{}", report.stats_line());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The method `generate` was asked for, refusing parameters of other methods.
+fn generate_method(args: &GenerateArgs) -> Result<Method> {
+    let name = args
+        .method
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let given = |flag: &str, present: bool, allowed: bool| -> Result<()> {
+        if present && !allowed {
+            bail!("--{flag} does not apply to --method {name}");
+        }
+        Ok(())
+    };
+    let (linear, tree, hf) = match args.method {
+        MethodName::Ar => (false, false, false),
+        MethodName::Linear => (true, false, false),
+        MethodName::Dynatree => (false, true, false),
+        MethodName::HfAssisted => (false, false, true),
+    };
+    given("k", args.k.is_some(), linear)?;
+    given("depth", args.depth.is_some(), tree)?;
+    given("branch", args.branch.is_some(), tree)?;
+    given("tau", args.tau.is_some(), tree)?;
+    given("max-nodes", args.max_nodes.is_some(), tree)?;
+    given(
+        "num-assistant-tokens",
+        args.num_assistant_tokens.is_some(),
+        hf,
+    )?;
+    given("schedule", args.schedule.is_some(), hf)?;
+    given(
+        "confidence-threshold",
+        args.confidence_threshold.is_some(),
+        hf,
+    )?;
+    let method = match args.method {
+        MethodName::Ar => Method::Ar,
+        MethodName::Linear => Method::Linear {
+            k: args.k.unwrap_or(6),
+        },
+        MethodName::Dynatree => Method::Dynatree(TreeParams {
+            depth: args.depth.unwrap_or(6),
+            branch: args.branch.unwrap_or(2),
+            tau: args.tau.unwrap_or(0.03),
+            max_nodes: args.max_nodes.unwrap_or(32),
+        }),
+        MethodName::HfAssisted => Method::HfAssisted {
+            num_assistant_tokens: args.num_assistant_tokens.unwrap_or(5),
+            schedule: args.schedule.unwrap_or(Schedule::Heuristic),
+            confidence_threshold: args.confidence_threshold.unwrap_or(0.0),
+        },
+    };
+    method.validate().map_err(anyhow::Error::msg)?;
+    Ok(method)
+}
+
+fn engine_spec(args: &GenerateArgs) -> Result<EngineSpec> {
+    let source =
+        |s: &str, flag: &str| ModelSource::parse(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    Ok(EngineSpec {
+        target: source(&args.target, "target")?,
+        draft: args
+            .draft
+            .as_deref()
+            .map(|d| source(d, "draft"))
+            .transpose()?,
+        tokenizer: args.tokenizer.clone(),
+        dtype: parse_dtype(&args.dtype)?,
+        device: parse_device(&args.device)?,
+    })
 }

@@ -5,6 +5,7 @@
 //! (CSV, LaTeX tables, figures).
 
 pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod data;

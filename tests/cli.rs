@@ -2,15 +2,12 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{fixture_dir, reference};
+use common::{fixture_dir, output, reference};
 
 fn dynatree(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dynatree"))
-        .args(args)
-        .output()
-        .expect("binary runs")
+    output(common::dynatree().args(args))
 }
 
 fn model(which: &str) -> String {

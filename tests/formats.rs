@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use common::{last_logits, max_abs_diff};
@@ -20,7 +20,7 @@ struct Variant {
 }
 
 fn micro_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/micro-neox")
+    common::repo("tests/fixtures/micro-neox")
 }
 
 fn variant(name: &str) -> Variant {

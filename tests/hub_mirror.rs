@@ -3,7 +3,8 @@
 //! exactly what hf-hub's sync API asks (repo info, the `Range: bytes=0-0` metadata request and
 //! the ranged download). The binary is pointed at it with `HF_ENDPOINT` and a temporary cache.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use common::{
+    dataset, failed, ok, output, AUSTEN, WIKI_TEST, WIKI_TEST_SHA256, WIKI_VALIDATION,
+    WIKI_VALIDATION_SHA256,
+};
 use sha2::{Digest, Sha256};
 
 const TARGET_COMMIT: &str = "1111111111111111111111111111111111111111";
@@ -20,19 +25,12 @@ const DRAFT_COMMIT: &str = "2222222222222222222222222222222222222222";
 const WIKITEXT_COMMIT: &str = "3333333333333333333333333333333333333333";
 const PG19_COMMIT: &str = "4444444444444444444444444444444444444444";
 
-const WIKI_VALIDATION: &str = "wikitext-2-raw-v1/validation-00000-of-00001.parquet";
-const WIKI_TEST: &str = "wikitext-2-raw-v1/test-00000-of-00001.parquet";
 const PG19_FILE: &str = "data/test-00000-of-00001.parquet";
-const WIKI_VALIDATION_SHA256: &str =
-    "c8b0b8392de88ea12d4afb764e91d1ef9e4d17eeaeb2d2055a5ee1677dde2963";
-const WIKI_TEST_SHA256: &str = "9619082662b044e93d726cc72eccb8bd74cf1f045b47aeac6a74238f40509345";
-const PG19_SHA256: &str = "65c3735e7a5f7d306904b37cec16fae96f2804d8b253d097ef9c6aa977d17fc6";
-
-fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
-}
+/// The real PG-19 copy the paper manifests name (served here with the Austen stand-in's bytes).
+const PAPER_PG19_REPO: &str = "emozilla/pg19";
+const PAPER_PG19_COMMIT: &str = "c021754c8e01c5b1cc83a1f549c1f97fbbb756b8";
+const PAPER_PG19_FILE: &str = "data/test-00000-of-00001-29a571947c0b5ccc.parquet";
+const PG19_SHA256: &str = common::AUSTEN_SHA256;
 
 /// A repository the mirror serves: `kind` is "models" or "datasets".
 struct HubRepo {
@@ -49,12 +47,7 @@ fn repos() -> Vec<HubRepo> {
         commit,
         files: ["config.json", "tokenizer.json", "model.safetensors"]
             .iter()
-            .map(|f| {
-                (
-                    f.to_string(),
-                    shared(&format!("fixtures/tiny-neox/{dir}/{f}")),
-                )
-            })
+            .map(|f| (f.to_string(), common::fixture_dir().join(dir).join(f)))
             .collect(),
     };
     vec![
@@ -66,17 +59,20 @@ fn repos() -> Vec<HubRepo> {
             commit: WIKITEXT_COMMIT,
             files: [WIKI_VALIDATION, WIKI_TEST]
                 .iter()
-                .map(|f| (f.to_string(), shared(&format!("datasets/{f}"))))
+                .map(|f| (f.to_string(), dataset(f)))
                 .collect(),
         },
         HubRepo {
             kind: "datasets",
             id: "test/pg19",
             commit: PG19_COMMIT,
-            files: vec![(
-                PG19_FILE.to_string(),
-                shared("datasets/gutenberg-austen/test-00000-of-00001.parquet"),
-            )],
+            files: vec![(PG19_FILE.to_string(), dataset(AUSTEN))],
+        },
+        HubRepo {
+            kind: "datasets",
+            id: PAPER_PG19_REPO,
+            commit: PAPER_PG19_COMMIT,
+            files: vec![(PAPER_PG19_FILE.to_string(), dataset(AUSTEN))],
         },
     ]
 }
@@ -311,6 +307,20 @@ fn respond(
     out.flush()
 }
 
+/// Experiment and models of the hub manifests: the fixture pair as the mirror serves it.
+const HUB_HEADER: &str = r#"[experiment]
+name = "hub-mirror"
+seed = 5
+repeats = 1
+warmup = 0
+
+[models]
+target = { hub = "tiny/target" }
+draft = { hub = "tiny/draft" }
+dtype = "f32"
+device = "cpu"
+"#;
+
 /// A temporary working directory with its own hub cache.
 struct Workspace {
     _tmp: tempfile::TempDir,
@@ -332,18 +342,7 @@ impl Workspace {
     fn manifest(&self, name: &str, count: usize) -> String {
         let text = format!(
             r#"
-[experiment]
-name = "hub-mirror"
-seed = 5
-repeats = 1
-warmup = 0
-
-[models]
-target = {{ hub = "tiny/target" }}
-draft = {{ hub = "tiny/draft" }}
-dtype = "f32"
-device = "cpu"
-
+{HUB_HEADER}
 [datasets.wikitext2]
 label = "WikiText-2"
 kind = "wikitext"
@@ -378,7 +377,7 @@ k = [2]
     }
 
     fn command(&self, mirror: Option<&Mirror>, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynatree"));
+        let mut cmd = common::dynatree();
         cmd.args(args)
             .current_dir(&self.dir)
             .env("HF_HUB_CACHE", self.cache())
@@ -404,14 +403,11 @@ k = [2]
     }
 
     fn run(&self, mirror: Option<&Mirror>, args: &[&str]) -> Output {
-        self.command(mirror, args).output().expect("binary runs")
+        output(&mut self.command(mirror, args))
     }
 
     fn offline(&self, args: &[&str]) -> Output {
-        self.command(None, args)
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .expect("binary runs")
+        output(self.command(None, args).env("HF_HUB_OFFLINE", "1"))
     }
 
     fn snapshot_file(&self, repo_dir: &str, commit: &str, file: &str) -> PathBuf {
@@ -427,25 +423,6 @@ k = [2]
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn failed(out: Output) -> String {
-    assert!(!out.status.success(), "expected a failure\n{}", text(&out));
-    text(&out)
-}
-
 fn lock_entries(path: &Path) -> Vec<toml::Table> {
     let lock: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     lock["file"]
@@ -453,19 +430,6 @@ fn lock_entries(path: &Path) -> Vec<toml::Table> {
         .unwrap()
         .iter()
         .map(|f| f.as_table().unwrap().clone())
-        .collect()
-}
-
-fn results(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    std::fs::read_dir(dir.join("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let value: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            (p.file_stem().unwrap().to_string_lossy().to_string(), value)
-        })
         .collect()
 }
 
@@ -505,21 +469,21 @@ fn fetch_locks_prompts_run_and_work_offline() {
             WIKITEXT_COMMIT,
             WIKI_TEST,
             WIKI_TEST_SHA256,
-            shared(&format!("datasets/{WIKI_TEST}")),
+            dataset(WIKI_TEST),
         ),
         (
             "Salesforce/wikitext",
             WIKITEXT_COMMIT,
             WIKI_VALIDATION,
             WIKI_VALIDATION_SHA256,
-            shared(&format!("datasets/{WIKI_VALIDATION}")),
+            dataset(WIKI_VALIDATION),
         ),
         (
             "test/pg19",
             PG19_COMMIT,
             PG19_FILE,
             PG19_SHA256,
-            shared("datasets/gutenberg-austen/test-00000-of-00001.parquet"),
+            dataset(AUSTEN),
         ),
     ];
     assert_eq!(entries.len(), expected.len(), "{entries:?}");
@@ -588,7 +552,7 @@ fn fetch_locks_prompts_run_and_work_offline() {
     let art = artifacts.to_str().unwrap();
     let online_plan = ok(ws.run(Some(&mirror), &["plan", m, "--artifacts", art]));
     ok(ws.run(Some(&mirror), &["run", m, "--artifacts", art]));
-    let done = results(&artifacts);
+    let done = common::results(&artifacts);
     assert_eq!(done.len(), 4);
     for result in done.values() {
         let config = &result["config"];
@@ -637,7 +601,7 @@ fn fetch_locks_prompts_run_and_work_offline() {
         online_plan
     );
     ok(ws.offline(&["run", m, "--artifacts", off]));
-    let offline_done = results(&offline_art);
+    let offline_done = common::results(&offline_art);
     assert_eq!(
         offline_done.keys().collect::<Vec<_>>(),
         done.keys().collect::<Vec<_>>()
@@ -678,7 +642,7 @@ fn a_corrupted_file_is_refused_and_evicted_by_fetch_and_run() {
 
     // fetch too: the message names the file, the expected and the actual hash.
     let out = failed(ws.run(Some(&mirror), &["fetch", m]));
-    let mut corrupted = std::fs::read(shared(&format!("datasets/{WIKI_VALIDATION}"))).unwrap();
+    let mut corrupted = std::fs::read(dataset(WIKI_VALIDATION)).unwrap();
     let middle = corrupted.len() / 2;
     corrupted[middle] ^= 0xff;
     let actual = format!("{:x}", Sha256::digest(&corrupted));
@@ -775,4 +739,138 @@ fn offline_with_an_empty_cache_fails_clearly() {
         "{out}"
     );
     assert!(!ws.dir.join("datasets/lock.toml").exists());
+}
+
+/// The `[datasets.pg19]` table of `experiments/paper.toml`, as written there.
+fn paper_pg19_table() -> String {
+    let paper = std::fs::read_to_string(common::repo("experiments/paper.toml")).unwrap();
+    let start = paper
+        .find("[datasets.pg19]")
+        .expect("paper.toml defines pg19");
+    let end = paper[start + 1..]
+        .find("\n[")
+        .map_or(paper.len(), |i| start + 1 + i);
+    paper[start..end].to_string()
+}
+
+#[test]
+fn the_paper_manifests_unpinned_pg19_is_trusted_on_first_use_only_when_asked() {
+    let mirror = Mirror::start();
+    let ws = Workspace::new();
+    let pg19 = paper_pg19_table();
+    assert!(
+        pg19.contains(PAPER_PG19_REPO) && pg19.contains(PAPER_PG19_FILE),
+        "{pg19}"
+    );
+    let text = format!(
+        r#"
+{HUB_HEADER}
+{pg19}
+[prompts]
+count = 1
+max_chars = 200
+
+[generation]
+max_new_tokens = 4
+stop_at_eos = false
+
+[sweep]
+dataset = ["pg19"]
+method = ["ar", "linear"]
+
+[sweep.linear]
+k = [2]
+"#
+    );
+    let manifest = ws.dir.join("tofu.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let m = manifest.to_str().unwrap();
+    let lock_path = ws.dir.join("datasets/lock.toml");
+    let art = ws.dir.join("artifacts");
+    let art = art.to_str().unwrap();
+
+    let out = ok(ws.run(Some(&mirror), &["check", m]));
+    assert!(
+        out.contains("ok, 2 runs") && out.contains("NOT PINNED yet"),
+        "{out}"
+    );
+    // Nothing pins it: run refuses before any work, fetch without --update-lock too.
+    let out = failed(ws.run(Some(&mirror), &["run", m, "--artifacts", art]));
+    assert!(
+        out.contains(PAPER_PG19_FILE)
+            && out.contains("pinned neither by the manifest nor by")
+            && out.contains("--update-lock"),
+        "{out}"
+    );
+    assert!(!ws.dir.join("artifacts/runs").exists() || common::results(Path::new(art)).is_empty());
+    let out = failed(ws.run(Some(&mirror), &["fetch", m]));
+    assert!(
+        out.contains(PAPER_PG19_FILE)
+            && out.contains(&format!("sha256:{PG19_SHA256}"))
+            && out.contains("to trust these bytes on first use"),
+        "{out}"
+    );
+    assert!(!lock_path.exists(), "{out}");
+
+    // --update-lock trusts the bytes, says so loudly and records them.
+    let out = ws.run(Some(&mirror), &["fetch", m, "--update-lock"]);
+    let shown = ok(out.clone());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(shown.contains("TRUSTED ON FIRST USE"), "{shown}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains(&format!(
+                "files = {{ \"{PAPER_PG19_FILE}\" = \"sha256:{PG19_SHA256}\" }}"
+            )),
+        "{stderr}"
+    );
+    let entries = lock_entries(&lock_path);
+    let entry = entries
+        .iter()
+        .find(|e| e["repo"].as_str() == Some(PAPER_PG19_REPO))
+        .expect("the file is in the lock");
+    assert_eq!(entry["revision"].as_str(), Some(PAPER_PG19_COMMIT));
+    assert_eq!(entry["commit"].as_str(), Some(PAPER_PG19_COMMIT));
+    assert_eq!(entry["path"].as_str(), Some(PAPER_PG19_FILE));
+    assert_eq!(
+        entry["sha256"].as_str(),
+        Some(format!("sha256:{PG19_SHA256}").as_str())
+    );
+    assert!(ok(ws.run(Some(&mirror), &["check", m])).contains("pinned by"));
+    let again = ok(ws.run(Some(&mirror), &["fetch", m]));
+    assert!(
+        !again.contains("TRUSTED") && again.contains("unchanged"),
+        "{again}"
+    );
+
+    // The lock now pins it: run measures on exactly those bytes, and says so in each id.
+    ok(ws.run(Some(&mirror), &["run", m, "--artifacts", art]));
+    let done = common::results(Path::new(art));
+    assert_eq!(done.len(), 2);
+    for result in done.values() {
+        let name = PAPER_PG19_FILE;
+        assert_eq!(
+            result["config"]["dataset"]["files"][name],
+            format!("sha256:{PG19_SHA256}")
+        );
+    }
+
+    // Other bytes behind the same name later: refused by fetch and by run, lock unchanged.
+    let locked = std::fs::read_to_string(&lock_path).unwrap();
+    std::fs::remove_dir_all(ws.cache()).unwrap();
+    mirror.set_faults(Faults {
+        corrupt: Some(PAPER_PG19_FILE.to_string()),
+        ..Faults::default()
+    });
+    let out = failed(ws.run(Some(&mirror), &["fetch", m]));
+    assert!(
+        out.contains(PAPER_PG19_FILE) && out.contains(&format!("expected sha256:{PG19_SHA256}")),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), locked);
+    let out = failed(ws.run(Some(&mirror), &["run", m, "--artifacts", art, "--force"]));
+    assert!(
+        out.contains(&format!("expected sha256:{PG19_SHA256}")),
+        "{out}"
+    );
 }

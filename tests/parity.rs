@@ -149,7 +149,7 @@ fn dynatree_is_lossless_across_shapes() {
 
 #[test]
 fn pythia_tokenizer_encodes_hello_world() {
-    let path = common::fixture_dir().join("../../tokenizers/pythia/tokenizer.json");
+    let path = common::repo("tests/fixtures/pythia-tokenizer/tokenizer.json");
     let tokenizer = dynatree::model::TextTokenizer::from_file(&path).unwrap();
     assert_eq!(
         tokenizer.encode("Hello world!").unwrap(),

@@ -9,14 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::fixture_dir;
+use common::{dataset, models_toml, ok, output, AUSTEN, WIKI_TEST};
 use polars::prelude::*;
-
-fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
-}
 
 /// PG-19 and WikiText-2; AR, linear, four trees (depth × τ, so both sweep figures appear) and
 /// HF assisted; 2 prompts, 2 repeats; 12 tokens (the main tables) and 6.
@@ -29,15 +23,11 @@ seed = 1
 repeats = 2
 warmup = 0
 
-[models]
-target = {{ path = "{target}" }}
-draft = {{ path = "{draft}" }}
-dtype = "f32"
-device = "cpu"
-
+{models}
 [datasets.pg19]
 label = "PG-19"
 kind = "pg19"
+stand_in = "six Jane Austen novels in PG-19's schema, not PG-19"
 path = "{pg19}"
 
 [datasets.wikitext2]
@@ -66,10 +56,9 @@ branch = [2]
 tau = [0.0, 0.05]
 max_nodes = [16]
 "#,
-        target = fixture_dir().join("target").display(),
-        draft = fixture_dir().join("draft").display(),
-        pg19 = shared("datasets/gutenberg-austen/test-00000-of-00001.parquet").display(),
-        wikitext = shared("datasets/wikitext-2-raw-v1/test-00000-of-00001.parquet").display(),
+        models = models_toml(),
+        pg19 = dataset(AUSTEN).display(),
+        wikitext = dataset(WIKI_TEST).display(),
     )
 }
 
@@ -92,21 +81,7 @@ impl Fixture {
 }
 
 fn dynatree(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dynatree"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("binary runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    output(common::dynatree().args(args))
 }
 
 /// `dynatree report MANIFEST --artifacts ARTIFACTS --out OUT`.
@@ -714,4 +689,26 @@ fn a_run_that_is_not_lossless_is_not_reported() {
         "{stderr}"
     );
     assert!(stderr.contains(&linear), "{stderr}");
+}
+
+#[test]
+fn every_caption_and_header_says_which_data_is_a_stand_in() {
+    let appendix = std::fs::read_to_string(fixture().report().join("appendix.tex")).unwrap();
+    let captions: Vec<&str> = appendix
+        .lines()
+        .filter(|l| l.starts_with("\\caption{"))
+        .collect();
+    assert!(captions.len() >= 8, "{appendix}");
+    let note =
+        "\\textbf{PG-19 is a stand-in:} six Jane Austen novels in PG-19's schema, not PG-19.";
+    for caption in &captions {
+        assert!(caption.contains(note), "{caption}");
+    }
+    let main = table("main.tex");
+    assert!(
+        main.lines()
+            .take_while(|l| l.starts_with('%'))
+            .any(|l| l.contains("PG-19 is a stand-in: six Jane Austen novels")),
+        "{main}"
+    );
 }

@@ -11,13 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixture_dir;
-
-const WIKITEXT_VALIDATION_SHA256: &str =
-    "c8b0b8392de88ea12d4afb764e91d1ef9e4d17eeaeb2d2055a5ee1677dde2963";
+use common::{models_toml, ok, wikitext_validation_toml};
 
 /// Daemons' usual homes, for a PATH without the sbin directories.
 const EXTRA_DIRS: [&str; 3] = ["/usr/sbin", "/sbin", "/usr/local/sbin"];
@@ -339,18 +336,8 @@ seed = 1
 repeats = 1
 warmup = 0
 
-[models]
-target = {{ path = "{target}" }}
-draft = {{ path = "{draft}" }}
-dtype = "f32"
-device = "cpu"
-
-[datasets.wikitext2]
-label = "WikiText-2"
-kind = "wikitext"
-path = "{data}"
-sha256 = "sha256:{WIKITEXT_VALIDATION_SHA256}"
-
+{models}
+{wikitext}
 [prompts]
 count = 1
 max_chars = 200
@@ -372,51 +359,23 @@ branch = [2]
 tau = [0.0]
 max_nodes = [8]
 "#,
-        target = fixture_dir().join("target").display(),
-        draft = fixture_dir().join("draft").display(),
-        data = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/datasets/wikitext-2-raw-v1/validation-00000-of-00001.parquet")
-            .display(),
+        models = models_toml(),
+        wikitext = wikitext_validation_toml(),
     );
-    let path = dir.join("slurm.toml");
-    fs::write(&path, text).unwrap();
-    path
+    common::write_manifest(dir, "slurm.toml", &text)
 }
 
 fn dynatree(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynatree"));
+    let mut cmd = common::dynatree();
     cmd.args(args)
         .arg("--artifacts")
         .arg(dir.join("artifacts"))
-        .env("HF_HUB_OFFLINE", "1")
         .env("HF_HUB_CACHE", dir.join("hub"));
     cmd
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).to_string()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 fn planned_ids(dir: &Path, manifest: &str) -> Vec<String> {
-    ok(dynatree(dir, &["plan", manifest, "--json"])
-        .output()
-        .unwrap())
-    .lines()
-    .map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        value["id"].as_str().unwrap().to_string()
-    })
-    .collect()
+    common::plan_ids(dynatree(dir, &["plan", manifest]))
 }
 
 fn stored_ids(dir: &Path) -> BTreeSet<String> {
@@ -615,7 +574,7 @@ fn missing_sbatch_is_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("sbatch was not found on PATH (/nonexistent)"),
         "{stderr}"

@@ -8,17 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::fixture_dir;
+use common::{models_toml, ok, output, stdout, wikitext_validation_toml};
 
-const WIKITEXT_VALIDATION_SHA256: &str =
-    "c8b0b8392de88ea12d4afb764e91d1ef9e4d17eeaeb2d2055a5ee1677dde2963";
 const RUNS: usize = 5;
-
-fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(path)
-}
 
 /// A small sweep: AR, linear k=2 and 4, a tree, HF assisted; 2 prompts, 2 repeats, 10 tokens.
 fn write_manifest(dir: &Path) -> PathBuf {
@@ -35,18 +27,8 @@ seed = 3
 repeats = 2
 warmup = 1
 
-[models]
-target = {{ path = "{target}" }}
-draft = {{ path = "{draft}" }}
-dtype = "f32"
-device = "cpu"
-
-[datasets.wikitext2]
-label = "WikiText-2"
-kind = "wikitext"
-path = "{data}"
-sha256 = "sha256:{WIKITEXT_VALIDATION_SHA256}"
-
+{models}
+{wikitext}
 [prompts]
 count = 2
 max_chars = 200
@@ -68,67 +50,33 @@ branch = [2]
 tau = [0.0]
 max_nodes = [8]
 "#,
-        target = fixture_dir().join("target").display(),
-        draft = fixture_dir().join("draft").display(),
-        data = shared("datasets/wikitext-2-raw-v1/validation-00000-of-00001.parquet").display(),
+        models = models_toml(),
+        wikitext = wikitext_validation_toml(),
     );
-    let path = dir.join("e2e.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_manifest(dir, "e2e.toml", &text)
 }
 
+/// The binary with this test's artifacts and an empty hub cache.
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynatree"));
+    let mut cmd = common::dynatree();
     cmd.args(args);
     if args[0] != "check" {
         cmd.arg("--artifacts").arg(dir.join("artifacts"));
     }
-    cmd.env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_CACHE", dir.join("hub"));
+    cmd.env("HF_HUB_CACHE", dir.join("hub"));
     cmd
 }
 
 fn dynatree(dir: &Path, args: &[&str]) -> Output {
-    command(dir, args).output().expect("binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    output(&mut command(dir, args))
 }
 
 fn results(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    std::fs::read_dir(dir.join("artifacts/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let value: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            (p.file_stem().unwrap().to_string_lossy().to_string(), value)
-        })
-        .collect()
+    common::results(&dir.join("artifacts"))
 }
 
 fn plan_ids(dir: &Path, manifest: &str) -> Vec<String> {
-    ok(dynatree(dir, &["plan", manifest, "--json"]))
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
+    common::plan_ids(command(dir, &["plan", manifest]))
 }
 
 #[test]

@@ -94,8 +94,9 @@ pub fn model_identity(
 /// A dataset's identity: its kind, column and file checksums (verified for local files).
 pub fn dataset_identity(spec: &DatasetSpec, hashes: &mut HashCache) -> Result<Value, BenchError> {
     let files: BTreeMap<String, String> = match &spec.source {
-        // Hub files are pinned by the manifest's checksums, which fetching verifies.
-        DatasetSource::Hub { files, .. } => files.clone(),
+        // Hub files are pinned by the manifest's checksums (or the lock's, for files the
+        // manifest leaves unpinned), which fetching verifies.
+        DatasetSource::Hub { .. } => crate::data::fetch::hub_pins(&spec.source)?,
         DatasetSource::Path { path, sha256 } => {
             let actual = format!("sha256:{}", hashes.sha256(path)?);
             if let Some(expected) = sha256.as_ref().filter(|e| **e != actual) {

@@ -15,11 +15,38 @@ use crate::manifest::{Manifest, ModelRef};
 use crate::model::{parse_dtype, HubSettings, ModelSource};
 use crate::store::Store;
 
+/// Which of the planned runs a `run` invocation takes.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Comma-separated terms, all of which a run must match: key=value (dataset, method or a
+    /// parameter) or a bare method, dataset or id prefix.
+    #[arg(long, value_name = "TERMS")]
     pub only: Option<String>,
-    /// `(index, count)`: this process runs the planned runs whose position ≡ index (mod count).
+    /// I/N: run the planned runs at positions I, I+N, I+2N, ... (one of N processes).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// Run again even when a verifying result exists.
+    #[arg(long)]
     pub force: bool,
+}
+
+/// Parses `--shard I/N`.
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {text:?}: expected I/N, e.g. 0/4"))?;
+    let (i, n): (usize, usize) = (
+        i.trim()
+            .parse()
+            .map_err(|_| format!("--shard {text:?}: I is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("--shard {text:?}: N is not a number"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("--shard {text:?}: need 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 /// What a `run` invocation did.

@@ -3,6 +3,7 @@
 //! cache (its snapshot entry and its blob), so that it never looks complete and the next fetch
 //! downloads it again. `dynatree fetch` and `dynatree run` both go through here.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hf_hub::{Repo, RepoType};
@@ -18,18 +19,49 @@ pub struct DatasetFile {
     pub local: PathBuf,
     /// What the lock records about it.
     pub locked: LockedFile,
+    /// False for a hub file the manifest lists unpinned: only the lock can vouch for its bytes.
+    pub pinned_by_manifest: bool,
 }
 
-/// Fetches (hub) or locates (local) every file of a dataset and checks it against the manifest;
-/// the first failure ends it.
+/// Fetches (hub) or locates (local) every file of a dataset and checks it against its pin; the
+/// first failure ends it. Every hub file must be pinned by now (the manifest's pins completed by
+/// [`super::lock::Lock::pin`]): bytes nobody pinned are never measured.
 pub fn dataset_files(
     source: &DatasetSource,
     hub: &HubSettings,
 ) -> Result<Vec<DatasetFile>, DataError> {
+    if let DatasetSource::Hub { .. } = source {
+        hub_pins(source)?;
+    }
     each_dataset_file(source, hub).into_iter().collect()
 }
 
-/// Like [`dataset_files`], but goes on after a failure and gives every file's outcome.
+/// A hub dataset's files with their pins; a file still unpinned is an error.
+pub fn hub_pins(source: &DatasetSource) -> Result<BTreeMap<String, String>, DataError> {
+    let DatasetSource::Hub {
+        hub: repo,
+        revision,
+        files,
+    } = source
+    else {
+        return Ok(BTreeMap::new());
+    };
+    files
+        .iter()
+        .map(|(file, pin)| match pin {
+            Some(pin) => Ok((file.clone(), pin.clone())),
+            None => Err(DataError::Hub {
+                repo: repo.clone(),
+                revision: revision.clone(),
+                file: file.clone(),
+                message: "pinned neither by the manifest nor by the lock; run `dynatree fetch --update-lock` to trust it on first use".into(),
+            }),
+        })
+        .collect()
+}
+
+/// Like [`dataset_files`], but goes on after a failure, gives every file's outcome and fetches
+/// unpinned hub files without a check (`dynatree fetch` decides what the lock makes of them).
 pub fn each_dataset_file(
     source: &DatasetSource,
     hub: &HubSettings,
@@ -42,7 +74,7 @@ pub fn each_dataset_file(
             files,
         } => files
             .iter()
-            .map(|(file, expected)| fetch_verified(repo, revision, file, expected, hub))
+            .map(|(file, expected)| fetch_verified(repo, revision, file, expected.as_deref(), hub))
             .collect(),
     }
 }
@@ -60,6 +92,7 @@ fn local_file(path: &Path, expected: Option<&str>) -> Result<DatasetFile, DataEr
     }
     Ok(DatasetFile {
         local: path.to_path_buf(),
+        pinned_by_manifest: expected.is_some(),
         locked: LockedFile {
             repo: None,
             revision: None,
@@ -72,18 +105,19 @@ fn local_file(path: &Path, expected: Option<&str>) -> Result<DatasetFile, DataEr
 }
 
 /// One hub dataset file, downloaded when missing and checked against `expected`
-/// (`sha256:<hex>`); on mismatch it is evicted from the cache and the error names the file and
-/// both hashes.
+/// (`sha256:<hex>`) when there is one; on mismatch it is evicted from the cache and the error
+/// names the file and both hashes.
 pub fn fetch_verified(
     repo: &str,
     revision: &str,
     file: &str,
-    expected: &str,
+    expected: Option<&str>,
     hub: &HubSettings,
 ) -> Result<DatasetFile, DataError> {
     let local = fetch_hub_file(repo, revision, file, hub)?;
     let actual = sha256_file(&local)?;
-    if expected.strip_prefix("sha256:") != Some(actual.as_str()) {
+    if let Some(expected) = expected.filter(|e| e.strip_prefix("sha256:") != Some(actual.as_str()))
+    {
         let removed = evict(&local);
         return Err(DataError::HubChecksum(Box::new(HubMismatch {
             repo: repo.to_string(),
@@ -105,6 +139,7 @@ pub fn fetch_verified(
         .and_then(|rest| rest.components().next())
         .map(|c| c.as_os_str().to_string_lossy().to_string());
     Ok(DatasetFile {
+        pinned_by_manifest: expected.is_some(),
         locked: LockedFile {
             repo: Some(repo.to_string()),
             revision: Some(revision.to_string()),

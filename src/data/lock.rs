@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
+use crate::manifest::{DatasetSource, Manifest};
 
 const HEADER: &str = "# Dataset pins written by `dynatree fetch`: per file the hub repo, revision, resolved\n# commit, path, size in bytes and sha256. `dynatree fetch --update-lock` records changes.\n\n";
 
@@ -111,6 +112,53 @@ impl Lock {
 
     pub fn find(&self, file: &LockedFile) -> Option<&LockedFile> {
         self.files.iter().find(|f| f.key() == file.key())
+    }
+
+    /// The checksum recorded for a hub dataset file.
+    pub fn hub_pin(&self, repo: &str, revision: &str, path: &str) -> Option<&str> {
+        self.files
+            .iter()
+            .find(|f| f.key() == (Some(repo), Some(revision), path))
+            .map(|f| f.sha256.as_str())
+    }
+
+    /// Pins every hub file that `manifest` leaves unpinned with the checksum this lock recorded
+    /// when `fetch --update-lock` trusted it on first use. A file the lock does not know either
+    /// is an error naming it and the command that pins it: no run is measured on bytes nobody
+    /// pinned.
+    pub fn pin(&self, manifest: &mut Manifest, lock_path: &Path) -> Result<(), DataError> {
+        match self.pin_known(manifest).into_iter().next() {
+            None => Ok(()),
+            Some((dataset, file)) => Err(DataError::Unpinned {
+                dataset,
+                file,
+                lock: lock_path.to_path_buf(),
+                manifest: manifest.path.clone(),
+            }),
+        }
+    }
+
+    /// Pins the unpinned hub files of `manifest` that this lock knows; returns (dataset,
+    /// `repo@revision:path`) of those it does not.
+    pub fn pin_known(&self, manifest: &mut Manifest) -> Vec<(String, String)> {
+        let mut unknown = Vec::new();
+        for (name, spec) in &mut manifest.datasets {
+            let DatasetSource::Hub {
+                hub,
+                revision,
+                files,
+            } = &mut spec.source
+            else {
+                continue;
+            };
+            for (file, pin) in files.iter_mut().filter(|(_, pin)| pin.is_none()) {
+                match self.hub_pin(hub, revision, file) {
+                    Some(locked) => *pin = Some(locked.to_string()),
+                    None => unknown.push((name.clone(), format!("{hub}@{revision}:{file}"))),
+                }
+            }
+        }
+        unknown
     }
 
     /// Records `file`. A checksum different from the locked one is an error naming the file and

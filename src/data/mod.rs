@@ -72,6 +72,16 @@ pub enum DataError {
     },
     #[error("{}: invalid lock file: {message}", path.display())]
     Lock { path: PathBuf, message: String },
+    #[error(
+        "dataset {dataset}: {file} is pinned neither by the manifest nor by {}; trust it on first use with `dynatree fetch {} --update-lock` (or pin it in the manifest's files table)",
+        lock.display(), manifest.display()
+    )]
+    Unpinned {
+        dataset: String,
+        file: String,
+        lock: PathBuf,
+        manifest: PathBuf,
+    },
     #[error("unknown dataset kind {0:?}; expected wikitext, pg19 or text")]
     UnknownKind(String),
     #[error("hub dataset {repo}@{revision}: {file}: {message}")]
@@ -86,7 +96,7 @@ pub enum DataError {
 /// A hub dataset file whose bytes differ from the manifest's pin.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "hub dataset {repo}@{revision}: {file}: checksum mismatch with the manifest: expected {expected}, actual sha256:{actual}; {removed}"
+    "hub dataset {repo}@{revision}: {file}: checksum mismatch with its pin: expected {expected}, actual sha256:{actual}; {removed}"
 )]
 pub struct HubMismatch {
     pub repo: String,

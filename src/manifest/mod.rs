@@ -78,20 +78,27 @@ pub struct DatasetSpec {
     pub kind: String,
     /// Text column; default "text".
     pub column: String,
+    /// What the dataset stands in for, when it is not the dataset its label names (the Austen
+    /// novels standing in for PG-19): every table it feeds says so in its caption. Not part of
+    /// a run's identity, like the label.
+    pub stand_in: Option<String>,
     #[serde(flatten)]
     pub source: DatasetSource,
 }
 
 /// Where a dataset's files are. Hub files carry their sha256 so that a run is tied to exact
-/// bytes whatever the hub serves later.
+/// bytes whatever the hub serves later: pinned in the manifest, or, for a file the manifest
+/// leaves unpinned, in `datasets/lock.toml` once `dynatree fetch --update-lock` has trusted it on
+/// first use (see [`crate::data::lock::Lock::pin`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum DatasetSource {
-    /// `revision` defaults to "main"; `files` maps a file in the repository to "sha256:<hex>".
+    /// `revision` defaults to "main"; `files` maps a file in the repository to its pin,
+    /// "sha256:<hex>", or to `None` when the manifest lists it unpinned (`files = ["f.parquet"]`).
     Hub {
         hub: String,
         revision: String,
-        files: BTreeMap<String, String>,
+        files: BTreeMap<String, Option<String>>,
     },
     /// Resolved against the manifest's directory; `sha256` is "sha256:<hex>" when given.
     Path {
@@ -318,11 +325,12 @@ fn check_dataset_name(name: &str, key_span: &Range<usize>, value: &Value) -> Res
 
 fn dataset(value: &Value, dir: &Path) -> Result<DatasetSpec> {
     let t = value.plain_table(&[
-        "label", "kind", "column", "hub", "revision", "files", "path", "sha256",
+        "label", "kind", "column", "stand_in", "hub", "revision", "files", "path", "sha256",
     ])?;
     let label = t.req("label")?.non_empty_str()?.to_string();
     let kind = t.req("kind")?.one_of(&["wikitext", "pg19", "text"])?;
     let column = optional(&t, "column", |v| Ok(v.non_empty_str()?.to_string()))?;
+    let stand_in = optional(&t, "stand_in", |v| Ok(v.non_empty_str()?.to_string()))?;
     let source = match origin(&t)? {
         Origin::Hub(hub) => {
             reject_keys(&t, &["sha256"], "a hub dataset (give files instead)")?;
@@ -344,12 +352,27 @@ fn dataset(value: &Value, dir: &Path) -> Result<DatasetSpec> {
         label,
         kind,
         column: column.unwrap_or_else(|| "text".to_string()),
+        stand_in,
         source,
     })
 }
 
-/// `files = { "dir/file.parquet" = "sha256:<hex>" }`: at least one file, every one pinned.
-fn files(value: &Value) -> Result<BTreeMap<String, String>> {
+/// `files = { "dir/file.parquet" = "sha256:<hex>" }`, every file pinned, or
+/// `files = ["dir/file.parquet"]`, every file left to be trusted on first use; at least one file.
+fn files(value: &Value) -> Result<BTreeMap<String, Option<String>>> {
+    if let Ok(items) = value.array() {
+        let mut files = BTreeMap::new();
+        for item in items {
+            let file = item.non_empty_str()?;
+            if files.insert(file.to_string(), None).is_some() {
+                return Err(item.error(format!("{file:?} is listed twice")));
+            }
+        }
+        if files.is_empty() {
+            return Err(value.error("must name at least one file"));
+        }
+        return Ok(files);
+    }
     let t = value.map()?;
     let entries = t.entries();
     if entries.is_empty() {
@@ -362,7 +385,7 @@ fn files(value: &Value) -> Result<BTreeMap<String, String>> {
                 .src
                 .error(Some(&key_span), "file names must not be empty"));
         }
-        files.insert(file.to_string(), sha256(&digest)?);
+        files.insert(file.to_string(), Some(sha256(&digest)?));
     }
     Ok(files)
 }

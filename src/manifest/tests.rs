@@ -117,8 +117,8 @@ fn example_parses_with_defaults() {
     };
     assert_eq!(revision, "main");
     assert_eq!(
-        files["wikitext-2-raw-v1/test-00000-of-00001.parquet"],
-        WIKI_SHA
+        files["wikitext-2-raw-v1/test-00000-of-00001.parquet"].as_deref(),
+        Some(WIKI_SHA)
     );
     assert_eq!(
         m.prompts,
@@ -226,21 +226,73 @@ fn shipped_manifests_load_and_expand() {
 }
 
 #[test]
-fn paper_manifest_points_at_the_shared_fixtures() {
+fn paper_manifests_name_real_pg19_on_the_hub_unpinned() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    let m = load(&dir.join("paper.toml")).unwrap();
+    for name in ["paper.toml", "lengths.toml"] {
+        let m = load(&dir.join(name)).unwrap();
+        let pg19 = &m.datasets["pg19"];
+        let DatasetSource::Hub {
+            hub,
+            revision,
+            files,
+        } = &pg19.source
+        else {
+            panic!("{name}: pg19 is real PG-19 on the hub")
+        };
+        assert_eq!(hub, "emozilla/pg19", "{name}");
+        assert_eq!(revision.len(), 40, "{name}: a fixed commit");
+        assert_eq!(
+            files.iter().collect::<Vec<_>>(),
+            [(
+                &"data/test-00000-of-00001-29a571947c0b5ccc.parquet".to_string(),
+                &None
+            )],
+            "{name}: trusted on first use"
+        );
+        assert_eq!(pg19.stand_in, None, "{name}");
+    }
+}
+
+#[test]
+fn the_offline_manifest_reads_the_repository_and_marks_the_stand_in() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let m = load(&dir.join("tiny.toml")).unwrap();
     let DatasetSource::Path { path, sha256 } = &m.datasets["pg19"].source else {
         panic!("pg19 is the local stand-in")
     };
-    assert!(path.ends_with("shared/datasets/gutenberg-austen/test-00000-of-00001.parquet"));
+    assert!(path.exists(), "{} is missing", path.display());
+    assert!(path.ends_with("datasets/gutenberg-austen/test-00000-of-00001.parquet"));
     assert_eq!(
         sha256.as_deref(),
         Some("sha256:65c3735e7a5f7d306904b37cec16fae96f2804d8b253d097ef9c6aa977d17fc6")
     );
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if shared.exists() {
-        assert!(path.exists(), "{} is missing", path.display());
-    }
+    assert!(m.datasets["pg19"]
+        .stand_in
+        .as_deref()
+        .is_some_and(|s| s.contains("Austen") && s.contains("not PG-19")));
+    assert_eq!(m.datasets["wikitext2"].stand_in, None);
+}
+
+#[test]
+fn unpinned_hub_files_are_a_list_and_must_be_named_once() {
+    let text = edited(
+        r#"files = { "wikitext-2-raw-v1/test-00000-of-00001.parquet" = "sha256:9619082662b044e93d726cc72eccb8bd74cf1f045b47aeac6a74238f40509345" }"#,
+        r#"files = ["a.parquet", "a.parquet"]"#,
+    );
+    assert!(
+        error(&text).contains("datasets.wikitext2.files[1]: \"a.parquet\" is listed twice"),
+        "{}",
+        error(&text)
+    );
+    let text = edited(
+        r#"files = { "wikitext-2-raw-v1/test-00000-of-00001.parquet" = "sha256:9619082662b044e93d726cc72eccb8bd74cf1f045b47aeac6a74238f40509345" }"#,
+        r#"files = []"#,
+    );
+    assert!(
+        error(&text).contains("must name at least one file"),
+        "{}",
+        error(&text)
+    );
 }
 
 #[test]

@@ -25,22 +25,40 @@ pub fn render(study: &Study, header: &Header, figures: &[Figure]) -> String {
         escape(&study.experiment)
     ));
     out.push_str(&summary(study));
+    let note = stand_in_note(study);
     for (stem, caption) in TABLES {
         out.push_str(&format!(
-            "\\begin{{table}}[ht]\n\\centering\n\\small\n\\caption{{{caption}}}\n\\label{{tab:{stem}}}\n\\fitwidth{{\\input{{tables/{stem}}}}}\n\\end{{table}}\n\n"
+            "\\begin{{table}}[ht]\n\\centering\n\\small\n\\caption{{{caption}{note}}}\n\\label{{tab:{stem}}}\n\\fitwidth{{\\input{{tables/{stem}}}}}\n\\end{{table}}\n\n"
         ));
     }
     for figure in figures {
         out.push_str(&format!(
-            "\\begin{{figure}}[ht]\n\\centering\n\\includegraphics[width={}]{{figures/{}.png}}\n\\caption{{{}}}\n\\label{{fig:{}}}\n\\end{{figure}}\n\n",
+            "\\begin{{figure}}[ht]\n\\centering\n\\includegraphics[width={}]{{figures/{}.png}}\n\\caption{{{}{}}}\n\\label{{fig:{}}}\n\\end{{figure}}\n\n",
             if figure.wide { "\\linewidth" } else { "0.5\\linewidth" },
             figure.name,
             figure.caption,
+            note,
             figure.name
         ));
     }
     out.push_str("\\end{document}\n");
     out
+}
+
+/// A caption's note naming every dataset that is a stand-in for the one its label names, so
+/// that no table or figure passes it off as the real one.
+fn stand_in_note(study: &Study) -> String {
+    study
+        .stand_ins
+        .iter()
+        .map(|(label, what)| {
+            format!(
+                " \\textbf{{{} is a stand-in:}} {}.",
+                escape(label),
+                escape(what.trim_end_matches('.'))
+            )
+        })
+        .collect()
 }
 
 /// The opening paragraph, citing `numbers.tex` so that it never goes stale.

@@ -15,6 +15,8 @@ pub struct Header {
     /// The newest result's end time: the date of the numbers.
     pub date: String,
     pub run_ids: Vec<String>,
+    /// "LABEL is a stand-in: WHAT" for each dataset that stands in for another.
+    pub stand_ins: Vec<String>,
 }
 
 impl Header {
@@ -47,6 +49,11 @@ impl Header {
                 .max()
                 .unwrap_or_default(),
             run_ids: study.all_rows.iter().map(|r| r.id.clone()).collect(),
+            stand_ins: study
+                .stand_ins
+                .iter()
+                .map(|(label, what)| format!("{label} is a stand-in: {what}"))
+                .collect(),
         }
     }
 
@@ -66,8 +73,9 @@ impl Header {
                 self.devices.join("; "),
                 self.date
             ),
-            format!("Built from {} runs:", self.run_ids.len()),
         ];
+        lines.extend(self.stand_ins.iter().cloned());
+        lines.push(format!("Built from {} runs:", self.run_ids.len()));
         lines.extend(
             self.run_ids
                 .chunks(2)
@@ -75,7 +83,8 @@ impl Header {
         );
         lines
             .iter()
-            .map(|l| format!("{prefix}{l}\n"))
+            // A line break inside a value would end the comment and leave the rest live.
+            .map(|l| format!("{prefix}{}\n", l.replace(['\n', '\r'], " ")))
             .collect::<String>()
     }
 }

@@ -151,3 +151,149 @@ fn manifest_rows(
     }
     Ok(rows)
 }
+
+/// One line of `dynatree summary`: a configuration on a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryLine {
+    pub method: String,
+    pub dataset: String,
+    /// Generated tokens per second, mean over prompts and repeats.
+    pub throughput: f64,
+    /// Throughput over that of the AR run measured the same way.
+    pub speedup: f64,
+    /// Tokens committed per target forward pass (1 for AR).
+    pub tokens_per_pass: Option<f64>,
+    /// Heap high-water mark during generation, both models loaded.
+    pub peak_heap_mb: Option<f64>,
+}
+
+/// The configurations the main tables show, on every dataset, at the first generation length:
+/// what `report` puts first, without writing anything. Needs every run done and lossless.
+pub fn summary(manifest: &Manifest, artifacts: &Path) -> Result<Vec<SummaryLine>, ReportError> {
+    let planned = bench::plan(manifest, artifacts, &HubSettings::from_env())?;
+    let aggregate = aggregate(&Store::open(artifacts)?)?;
+    let study = rows::Study::new(manifest, manifest_rows(manifest, &planned, &aggregate)?);
+    let mut lines = Vec::new();
+    for &c in &study.shown {
+        for d in 0..study.datasets.len() {
+            if let Some(row) = study.cell(c, d) {
+                lines.push(SummaryLine {
+                    method: study.configs[c].label.clone(),
+                    dataset: study.datasets[d].1.clone(),
+                    throughput: row.throughput,
+                    speedup: row.speedup,
+                    tokens_per_pass: row.tokens_per_pass,
+                    peak_heap_mb: row.peak_heap_mb,
+                });
+            }
+        }
+    }
+    Ok(lines)
+}
+
+/// `lines` as an aligned plain-text table for a terminal.
+pub fn summary_table(lines: &[SummaryLine]) -> String {
+    let number = |v: Option<f64>, decimals: usize| {
+        v.filter(|v| v.is_finite())
+            .map_or("-".to_string(), |v| format!("{v:.decimals$}"))
+    };
+    let header = [
+        "method",
+        "dataset",
+        "tokens/s",
+        "speedup",
+        "tokens/round",
+        "peak heap MB",
+    ]
+    .map(String::from);
+    let body: Vec<[String; 6]> = lines
+        .iter()
+        .map(|l| {
+            [
+                l.method.clone(),
+                l.dataset.clone(),
+                number(Some(l.throughput), 1),
+                format!("{}x", number(Some(l.speedup), 2)),
+                number(l.tokens_per_pass, 2),
+                number(l.peak_heap_mb, 1),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &body {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let render = |row: &[String; 6]| {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            // Text left-aligned, numbers right-aligned.
+            .map(|(i, (cell, w))| {
+                if i < 2 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        format!("{}\n", cells.join("  ").trim_end())
+    };
+    let mut out = render(&header);
+    out.push_str(&format!(
+        "{}\n",
+        "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+    ));
+    for row in &body {
+        out.push_str(&render(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_table_aligns_columns_and_marks_missing_values() {
+        let lines = [
+            SummaryLine {
+                method: "AR (baseline)".into(),
+                dataset: "PG-19".into(),
+                throughput: 512.345,
+                speedup: 1.0,
+                tokens_per_pass: Some(1.0),
+                peak_heap_mb: None,
+            },
+            SummaryLine {
+                method: "Linear K=6".into(),
+                dataset: "WikiText-2".into(),
+                throughput: 1024.0,
+                speedup: 1.999,
+                tokens_per_pass: Some(3.456),
+                peak_heap_mb: Some(42.04),
+            },
+        ];
+        let table = summary_table(&lines);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        assert!(rows[0].starts_with("method         dataset"), "{table}");
+        assert!(rows[2].starts_with("AR (baseline)  PG-19"), "{table}");
+        assert!(
+            rows[2].contains("512.3") && rows[2].ends_with('-'),
+            "{table}"
+        );
+        assert!(
+            rows[3].contains("2.00x") && rows[3].contains("3.46"),
+            "{table}"
+        );
+        assert!(rows[3].ends_with("42.0"), "{table}");
+        // Right-aligned numbers end in the same column.
+        assert_eq!(
+            rows[0].find("tokens/s").map(|i| i + 8),
+            rows[3].find("1024.0").map(|i| i + 6)
+        );
+    }
+}

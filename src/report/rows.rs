@@ -90,6 +90,8 @@ pub struct Study {
     pub experiment: String,
     /// (key, label) in `sweep.dataset` order.
     pub datasets: Vec<(String, String)>,
+    /// (label, what it really is) of the datasets that stand in for another (`stand_in`).
+    pub stand_ins: Vec<(String, String)>,
     /// The generation length of the main tables and figures: the manifest's first.
     pub length: u64,
     /// The runs at `length`; `all_rows` has every length (the sweep table and the header).
@@ -118,6 +120,13 @@ impl Study {
             .iter()
             .map(|key| (key.clone(), manifest.datasets[key].label.clone()))
             .collect();
+        let stand_ins = manifest
+            .sweep
+            .dataset
+            .iter()
+            .map(|key| &manifest.datasets[key])
+            .filter_map(|spec| Some((spec.label.clone(), spec.stand_in.clone()?)))
+            .collect();
         let mut methods: Vec<Method> = Vec::new();
         for row in &rows {
             if !methods.contains(&row.method) {
@@ -136,6 +145,7 @@ impl Study {
         let mut study = Self {
             experiment: manifest.experiment.name.clone(),
             datasets,
+            stand_ins,
             length,
             rows,
             all_rows,

@@ -1,7 +1,5 @@
-//! Shared fixtures: the trained tiny GPT-NeoX pair and transformers' reference outputs.
-#![allow(dead_code)]
+//! The trained tiny GPT-NeoX pair and transformers' reference outputs.
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device};
@@ -9,9 +7,7 @@ use dynatree::decode::{self, Generation, GenerationSettings, Method};
 use dynatree::model::{GptNeox, HubSettings, ModelFiles, ModelSource};
 use serde::Deserialize;
 
-pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-neox")
-}
+use super::paths::fixture_dir;
 
 #[derive(Deserialize)]
 pub struct Reference {
