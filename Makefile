@@ -1,16 +1,21 @@
-# dynatree: `make demo` runs the main job on the default (laptop-sized), `make reproduce` the
-# paper's, `make test` every check CI runs.
+# dynatree: `make demo` runs the whole chain offline on what ships in the repository,
+# `make reproduce` the paper's experiment, `make test` every check CI runs.
 CARGO ?= cargo
-FIXTURE ?= ../shared/fixtures/tiny-neox
+FIXTURE ?= tests/fixtures/tiny-neox
 
-.PHONY: all build release test fmt-check clippy unit reproduce demo generate-demo bench bench-grid bench-hf clean
+.PHONY: all build release test system-deps fmt-check clippy unit reproduce demo demo-hub generate-demo bench bench-grid bench-hf clean
 
 all: build
 
 build:
 	$(CARGO) build
 
-test: fmt-check clippy unit
+test: system-deps fmt-check clippy unit
+
+# pdflatex, Slurm and munge for the tests: installed when missing if we are root, else the exact
+# install command and a stop before any build.
+system-deps:
+	@scripts/system-deps.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -23,7 +28,10 @@ unit:
 
 # `make reproduce` runs the paper's experiment; `make demo` the same chain on a laptop-sized one.
 EXPERIMENT ?= experiments/paper.toml
-DEMO_EXPERIMENT ?= experiments/cpu.toml
+DEMO_EXPERIMENT ?= experiments/tiny.toml
+HUB_DEMO_EXPERIMENT ?= experiments/cpu.toml
+# `make reproduce FETCH_FLAGS=--update-lock` trusts unpinned hub files on first use.
+FETCH_FLAGS ?=
 ARTIFACTS ?= artifacts
 REPORT ?= report
 DYNATREE = ./target/release/dynatree
@@ -36,21 +44,27 @@ release:
 # aggregate (CSV) -> report (tables, numbers, figures, appendix) -> appendix.pdf when pdflatex is
 # installed. With everything cached, each step finds nothing to do and nothing is rewritten.
 reproduce: release
-	$(DYNATREE) fetch $(EXPERIMENT)
+	$(DYNATREE) fetch $(EXPERIMENT) $(FETCH_FLAGS)
 	$(DYNATREE) run $(EXPERIMENT) --artifacts $(ARTIFACTS)
 	$(DYNATREE) verify --artifacts $(ARTIFACTS)
 	$(DYNATREE) aggregate --artifacts $(ARTIFACTS)
 	$(DYNATREE) report $(EXPERIMENT) --artifacts $(ARTIFACTS) --out $(REPORT)
 	@if command -v $(PDFLATEX) >/dev/null; then $(MAKE) --no-print-directory $(REPORT)/appendix.pdf; \
 	else echo "$(PDFLATEX) not found: $(REPORT)/appendix.tex is not compiled"; fi
+	@echo
+	@$(DYNATREE) summary $(EXPERIMENT) --artifacts $(ARTIFACTS) --report $(REPORT)
 
 $(REPORT)/appendix.pdf: $(REPORT)/appendix.tex $(REPORT)/numbers.tex $(wildcard $(REPORT)/tables/*.tex $(REPORT)/figures/*.png)
 	cd $(REPORT) && $(PDFLATEX) -interaction=nonstopmode -halt-on-error appendix.tex >/dev/null
 	@echo "wrote $@"
 
-# The same chain on Pythia-70M -> Pythia-160M from the hub (experiments/tiny.toml runs offline).
+# The same chain offline on the fixture pair and the datasets in datasets/, every method.
 demo:
 	$(MAKE) --no-print-directory reproduce EXPERIMENT=$(DEMO_EXPERIMENT) REPORT=$(REPORT)/demo
+
+# The same chain on Pythia-70M -> Pythia-160M from the hub (needs the network once).
+demo-hub:
+	$(MAKE) --no-print-directory reproduce EXPERIMENT=$(HUB_DEMO_EXPERIMENT) REPORT=$(REPORT)/demo-hub
 
 # One generation per method on the trained fixture pair; each prints AR's tokens.
 generate-demo: release
