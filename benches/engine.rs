@@ -92,7 +92,7 @@ fn measure(
         .sqrt();
     let last = metrics.last().expect("at least one repeat");
     let acceptance = last
-        .acceptance_rate
+        .draft_acceptance
         .map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0));
     println!(
         "{label:<34} {mean:>9.1} ± {std:>6.1} tok/s  {:>5.2} tok/pass  acceptance {acceptance:>6}  TTFT {:>6.2} ms  draft/verify {:.0}/{:.0} ms",

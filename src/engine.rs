@@ -186,8 +186,8 @@ impl GenerateReport {
             line += &format!(", TPOT {tpot:.2} ms");
         }
         line += &format!(", {:.2} tokens/target pass", m.tokens_per_round);
-        if let Some(rate) = m.acceptance_rate {
-            line += &format!(", acceptance {:.1}%", rate * 100.0);
+        if let Some(rate) = m.draft_acceptance {
+            line += &format!(", drafted-token acceptance {:.1}%", rate * 100.0);
         }
         line
     }

@@ -72,7 +72,7 @@ fn json_output_has_every_field_and_ar_tokens() {
             "tpot_ms",
             "tokens_per_s",
             "tokens_per_round",
-            "acceptance_rate",
+            "draft_acceptance",
         ] {
             assert!(metrics.get(key).is_some(), "{method:?}: metrics.{key}");
         }

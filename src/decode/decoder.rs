@@ -39,6 +39,17 @@ impl<'m> Decoder<'m> {
         })
     }
 
+    /// Bytes the target's and the draft's caches hold now.
+    pub fn cache_bytes(&self) -> super::CacheBytes {
+        super::CacheBytes {
+            target: self.target_cache.allocated_bytes(),
+            draft: self
+                .draft
+                .as_ref()
+                .map_or(0, |(_, cache)| cache.allocated_bytes()),
+        }
+    }
+
     /// Runs the pending tokens plus `tree` through the target in one pass, keeps the accepted
     /// path in both caches and appends it and the target's next token to `seq`.
     /// Returns how many draft tokens were accepted.

@@ -70,6 +70,17 @@ impl Method {
         }
     }
 
+    /// The per-round denominator of the authors' acceptance (committed tokens, bonus included,
+    /// over rounds × this): K for linear, D + 2 for trees as their tree scripts divide. `None`
+    /// where their scripts report no acceptance (AR, HF assisted).
+    pub fn paper_acceptance_slots(&self) -> Option<usize> {
+        match self {
+            Self::Linear { k } => Some(*k),
+            Self::Dynatree(p) => Some(p.depth + 2),
+            Self::Ar | Self::HfAssisted { .. } => None,
+        }
+    }
+
     /// `name key=value ...` with parameters in their natural order, for people.
     pub fn describe(&self) -> String {
         match self {

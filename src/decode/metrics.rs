@@ -15,7 +15,7 @@ pub struct Metrics {
     /// New tokens per target forward pass (1.0 for AR).
     pub tokens_per_round: f64,
     /// Accepted / drafted draft tokens; `None` when nothing was drafted.
-    pub acceptance_rate: Option<f64>,
+    pub draft_acceptance: Option<f64>,
     pub draft_s: f64,
     pub verify_s: f64,
 }
@@ -35,7 +35,7 @@ impl Metrics {
                 .then(|| (g.wall_s - g.ttft_s) * 1e3 / (new_tokens - 1) as f64),
             tokens_per_s: ratio(new_tokens as f64, g.wall_s),
             tokens_per_round: ratio(new_tokens as f64, g.target_passes as f64),
-            acceptance_rate: (drafted > 0).then(|| accepted as f64 / drafted as f64),
+            draft_acceptance: (drafted > 0).then(|| accepted as f64 / drafted as f64),
             draft_s: g.rounds.iter().map(|r| r.draft_s).sum(),
             verify_s: g.rounds.iter().map(|r| r.verify_s).sum(),
         }
@@ -62,10 +62,11 @@ mod tests {
             target_passes: 3,
             wall_s: 1.0,
             ttft_s: 0.2,
+            cache_bytes: Default::default(),
         };
         let m = Metrics::of(&g);
         assert_eq!(m.tokens_per_round, 3.0);
-        assert_eq!(m.acceptance_rate, Some(0.5));
+        assert_eq!(m.draft_acceptance, Some(0.5));
         assert!((m.tpot_ms.unwrap() - 100.0).abs() < 1e-9);
         assert!((m.tokens_per_s - 9.0).abs() < 1e-12);
         assert!((m.verify_s - 0.6).abs() < 1e-12);

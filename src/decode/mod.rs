@@ -63,6 +63,15 @@ pub struct Generation {
     pub target_passes: usize,
     pub wall_s: f64,
     pub ttft_s: f64,
+    /// Peak bytes of the key/value caches (caches only grow within a generation).
+    pub cache_bytes: CacheBytes,
+}
+
+/// Key/value cache bytes of one generation; `draft` is 0 when no draft cache was made (AR).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheBytes {
+    pub target: usize,
+    pub draft: usize,
 }
 
 /// Generates greedily with `method`. Every method yields exactly the tokens of AR.
@@ -85,16 +94,12 @@ fn run_rounds(
     prompt: &[u32],
     settings: &GenerationSettings,
 ) -> Result<Generation, DecodeError> {
+    // Caches start with room for the prompt and grow as the generation needs (see
+    // `GROWTH_CHUNK`); AR gets no draft cache, though the draft's weights stay loaded. Allocating
+    // them is set-up, outside the timed region.
+    let draft = draft.filter(|_| method.needs_draft());
+    let mut decoder = Decoder::new(target, draft, prompt, settings.vocab_limit, prompt.len())?;
     let start = Instant::now();
-    let max_block = match method {
-        Method::Ar => 1,
-        Method::Linear { k } => k + 1,
-        Method::Dynatree(p) => p.max_nodes + 1,
-        Method::HfAssisted { .. } => settings.max_new_tokens + 1,
-    };
-    let capacity =
-        prompt.len() + settings.max_new_tokens + max_block.min(settings.max_new_tokens + 1);
-    let mut decoder = Decoder::new(target, draft, prompt, settings.vocab_limit, capacity)?;
     let mut schedule = DraftSchedule::new(method);
     let mut rounds = Vec::new();
     let mut passes = 0;
@@ -133,14 +138,17 @@ fn run_rounds(
             break;
         }
     }
+    let wall_s = start.elapsed().as_secs_f64();
+    let cache_bytes = decoder.cache_bytes();
     let mut tokens = decoder.seq.split_off(prompt.len());
     truncate_output(&mut tokens, settings);
     Ok(Generation {
         tokens,
         rounds,
         target_passes: passes,
-        wall_s: start.elapsed().as_secs_f64(),
+        wall_s,
         ttft_s: ttft_s.unwrap_or(0.0),
+        cache_bytes,
     })
 }
 

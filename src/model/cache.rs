@@ -15,6 +15,11 @@ pub fn chain_parents(n: usize) -> Vec<i32> {
     (0..n as i32).map(|j| j - 1).collect()
 }
 
+/// Caches grow by whole chunks of this many token slots, as needed: sized by what a generation
+/// uses rather than by its worst case (transformers' dynamic cache also grows with use), while
+/// growing rarely enough that copying into the larger buffer stays cheap.
+pub const GROWTH_CHUNK: usize = 64;
+
 pub struct KvCache {
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
@@ -40,6 +45,7 @@ pub struct BlockLayout {
 }
 
 impl KvCache {
+    /// A cache with room for `capacity` tokens, rounded up to whole [`GROWTH_CHUNK`]s.
     pub fn new(
         layers: usize,
         heads: usize,
@@ -48,7 +54,7 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let capacity = capacity.max(1);
+        let capacity = chunked(capacity);
         let alloc = || Tensor::zeros((1, heads, capacity, head_dim), dtype, device);
         let keys = (0..layers)
             .map(|_| alloc())
@@ -86,6 +92,15 @@ impl KvCache {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Bytes of the key and value buffers. Capacity only grows, so this is also the peak.
+    pub fn allocated_bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
     }
 
     /// Registers a block of new tokens. `parents[j]` is -1 for a child of the last committed
@@ -145,7 +160,8 @@ impl KvCache {
         if needed <= self.capacity {
             return Ok(());
         }
-        let capacity = needed.max(self.capacity * 2);
+        let capacity = chunked(needed);
+        // One buffer at a time, so growing never holds a second copy of the whole cache.
         for tensor in self.keys.iter_mut().chain(self.values.iter_mut()) {
             let grown = Tensor::zeros(
                 (1, self.heads, capacity, self.head_dim),
@@ -232,6 +248,11 @@ impl KvCache {
     }
 }
 
+/// `tokens` rounded up to whole growth chunks (at least one).
+fn chunked(tokens: usize) -> usize {
+    tokens.max(1).div_ceil(GROWTH_CHUNK) * GROWTH_CHUNK
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +292,7 @@ mod tests {
         let inf = f32::NEG_INFINITY;
         let mask = layout.mask.unwrap();
         assert_eq!(&mask[8..12], &[0.0, inf, 0.0, 0.0]);
-        assert_eq!(c.capacity(), 4);
+        assert_eq!(c.capacity(), GROWTH_CHUNK);
     }
 
     #[test]
@@ -295,8 +316,9 @@ mod tests {
             .unwrap();
         c.write(0, &kv, &kv, layout.offset, layout.total).unwrap();
         c.commit_all().unwrap();
-        c.begin_block(&[-1, 0, 1]).unwrap();
-        assert!(c.capacity() >= 6);
+        c.begin_block(&vec![-1; GROWTH_CHUNK]).unwrap();
+        assert_eq!(c.capacity(), 2 * GROWTH_CHUNK);
+        assert_eq!(c.allocated_bytes(), 2 * 2 * GROWTH_CHUNK * 2 * 4);
         let (k, _) = c.layer(0).unwrap();
         let first: Vec<f32> = k
             .narrow(2, 0, 3)

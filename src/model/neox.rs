@@ -23,6 +23,8 @@ pub struct GptNeox {
     rotary: Rotary,
     device: Device,
     dtype: DType,
+    /// Bytes of every tensor the model holds (parameters and rotary tables).
+    weight_bytes: usize,
 }
 
 struct Layer {
@@ -63,7 +65,12 @@ impl GptNeox {
             config.vocab_size,
             config.intermediate_size,
         );
-        let get = |name: &str, shape: &[usize]| weights.tensor(name, shape, dtype, device);
+        let loaded_bytes = std::cell::Cell::new(0usize);
+        let get = |name: &str, shape: &[usize]| {
+            let tensor = weights.tensor(name, shape, dtype, device)?;
+            loaded_bytes.set(loaded_bytes.get() + tensor_bytes(&tensor));
+            Ok::<_, ModelError>(tensor)
+        };
         let norm = |prefix: &str| -> Result<LayerNorm> {
             Ok(LayerNorm::new(
                 get(&format!("{prefix}.weight"), &[h])?,
@@ -94,15 +101,22 @@ impl GptNeox {
             .iter()
             .find(|n| weights.contains(n))
             .unwrap_or(&HEAD_NAMES[0]);
+        let embed_in = Embedding::new(get("gpt_neox.embed_in.weight", &[v, h])?, h);
+        let final_norm = norm("gpt_neox.final_layer_norm")?;
+        let head = Linear::new(get(head_name, &[v, h])?, None);
+        let rotary = Rotary::new(&config, dtype, device)?;
+        let weight_bytes =
+            loaded_bytes.get() + tensor_bytes(&rotary.cos) + tensor_bytes(&rotary.sin);
         Ok(Self {
-            embed_in: Embedding::new(get("gpt_neox.embed_in.weight", &[v, h])?, h),
-            final_norm: norm("gpt_neox.final_layer_norm")?,
-            head: Linear::new(get(head_name, &[v, h])?, None),
-            rotary: Rotary::new(&config, dtype, device)?,
+            embed_in,
+            final_norm,
+            head,
+            rotary,
             layers,
             device: device.clone(),
             dtype,
             config,
+            weight_bytes,
         })
     }
 
@@ -116,6 +130,11 @@ impl GptNeox {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Bytes of the model's tensors on its device: what loading it costs before any cache.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
     }
 
     /// An empty cache for this model, pre-sized for `capacity` tokens (it grows if needed).
@@ -288,6 +307,10 @@ fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor, dims: usize) -> Result<T
     }
     let pass = x.narrow(3, dims, head_dim - dims)?;
     Ok(Tensor::cat(&[&rotated, &pass], 3)?.contiguous()?)
+}
+
+fn tensor_bytes(tensor: &Tensor) -> usize {
+    tensor.elem_count() * tensor.dtype().size_in_bytes()
 }
 
 impl Rotary {
