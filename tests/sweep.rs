@@ -106,10 +106,19 @@ fn a_sweep_runs_resumes_and_verifies() {
         );
         let summary = &result["summary"];
         assert!(summary["throughput_tokens_per_s"]["mean"].as_f64().unwrap() > 0.0);
+        let memory = &result["memory"];
+        assert_eq!(memory["kind"], "host_heap", "{id}");
+        let bytes = |key: &str| memory[key].as_u64().unwrap();
         assert!(
-            summary["peak_heap_mb"].as_f64().unwrap() > 0.0,
-            "{id}: heap peak measured"
+            bytes("peak_bytes")
+                > bytes("weights_target_bytes")
+                    + bytes("weights_draft_bytes")
+                    + bytes("kv_target_bytes")
+                    + bytes("kv_draft_bytes"),
+            "{id}: the peak holds the weights and caches: {memory}"
         );
+        assert!(bytes("weights_draft_bytes") > 0, "the draft stays loaded");
+        assert_eq!(result["lossless_check"]["generations_checked"], 4);
         assert!(result["provenance"]["start_time"]
             .as_str()
             .unwrap()
@@ -118,7 +127,9 @@ fn a_sweep_runs_resumes_and_verifies() {
     }
     let ar = &stored[&ids[0]];
     assert_eq!(ar["config"]["method"], "ar");
-    assert!(ar["summary"]["acceptance_rate"].is_null());
+    assert!(ar["summary"]["draft_acceptance"].is_null());
+    assert_eq!(ar["memory"]["kv_draft_bytes"], 0, "AR makes no draft cache");
+    assert_eq!(ar["lossless_check"]["reference"], "ar_untimed");
 
     assert!(ok(dynatree(dir, &["run", m])).contains("nothing to do"));
     let status = ok(dynatree(dir, &["status", m]));

@@ -4,6 +4,7 @@ pub mod identity;
 pub mod memory;
 pub mod provenance;
 pub mod record;
+pub mod result;
 pub mod runner;
 pub mod stats;
 

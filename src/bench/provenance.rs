@@ -3,15 +3,15 @@
 use std::process::Command;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     pub git_commit: Option<String>,
     pub git_dirty: Option<bool>,
-    pub dynatree_version: &'static str,
-    pub rustc_version: &'static str,
-    pub candle_version: &'static str,
+    pub dynatree_version: String,
+    pub rustc_version: String,
+    pub candle_version: String,
     pub os: String,
     pub cpu_model: String,
     pub cpu_cores: usize,
@@ -27,9 +27,9 @@ impl Provenance {
         Self {
             git_commit,
             git_dirty,
-            dynatree_version: env!("CARGO_PKG_VERSION"),
-            rustc_version: env!("DYNATREE_RUSTC_VERSION"),
-            candle_version: env!("DYNATREE_CANDLE_VERSION"),
+            dynatree_version: env!("CARGO_PKG_VERSION").into(),
+            rustc_version: env!("DYNATREE_RUSTC_VERSION").into(),
+            candle_version: env!("DYNATREE_CANDLE_VERSION").into(),
             os: os_description(),
             cpu_model: cpu_model(),
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde_json::{json, Value};
-
-use super::record::{summarize, tokens_sha256, Measured, Record};
+use super::record::{tokens_sha256, Measured, Record, Summary};
+use super::result::{
+    LosslessCheck, ManifestInfo, MemoryKind, MemorySummary, PromptInfo, RunResult,
+};
 use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun};
 use crate::data::{self, Prompt};
 use crate::decode::{GenerationSettings, Method};
@@ -14,6 +14,7 @@ use crate::engine::{Engine, EngineSpec};
 use crate::manifest::{Manifest, ModelRef};
 use crate::model::{parse_dtype, HubSettings, ModelSource};
 use crate::store::Store;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Which of the planned runs a `run` invocation takes.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -149,11 +150,12 @@ pub fn run(
                 break;
             }
             Ok(Some(result)) => {
-                let lossless = result["lossless"].as_bool().unwrap_or(false);
-                let rate = result["summary"]["throughput_tokens_per_s"]["mean"]
-                    .as_f64()
-                    .unwrap_or(0.0);
-                store.write_result(&run.id, result)?;
+                let lossless = result.lossless;
+                let rate = result
+                    .summary
+                    .throughput_tokens_per_s
+                    .map_or(0.0, |e| e.mean);
+                store.write_result(&run.id, result.to_value())?;
                 let flag = if lossless {
                     ""
                 } else {
@@ -209,12 +211,20 @@ fn load_engine(manifest: &Manifest, hub: &HubSettings) -> Result<Engine, BenchEr
     Ok(Engine::load(&spec, hub)?)
 }
 
+/// AR's output per prompt (prompt sha256 → output sha256), and where it came from.
+#[derive(Clone)]
+struct Reference {
+    outputs: HashMap<String, String>,
+    /// [`LosslessCheck::reference`].
+    source: &'static str,
+}
+
 /// A dataset's prompts, tokenized, and the AR outputs every other method must reproduce.
 #[derive(Default)]
 struct PromptSets {
     prompts: HashMap<String, Vec<(Prompt, Vec<u32>)>>,
-    /// dataset → prompt sha256 → AR output sha256.
-    reference: HashMap<String, HashMap<String, String>>,
+    /// AR baseline id → its outputs.
+    reference: HashMap<String, Reference>,
 }
 
 impl PromptSets {
@@ -251,7 +261,7 @@ fn execute(
     store: &Store,
     hub: &HubSettings,
     progress: &Progress,
-) -> Result<Option<Value>, BenchError> {
+) -> Result<Option<RunResult>, BenchError> {
     let method = &run.point.method;
     let settings = engine.settings(run.point.max_new_tokens, manifest.generation.stop_at_eos);
     let set = prompts
@@ -279,30 +289,60 @@ fn execute(
                 prompt_tokens: ids.len(),
                 repeat: repeat - warmup,
             };
-            let mut record = Record::new(at, &generation);
-            record.lossless = reference.get(&prompt.sha256) == Some(&record.output_sha256);
+            let mut record = Record::new(at, method, &generation);
+            record.lossless = reference.outputs.get(&prompt.sha256) == Some(&record.output_sha256);
             records.push(record);
         }
     }
-    let lossless = records.iter().all(|r| r.lossless);
-    Ok(Some(json!({
-        "id": run.id,
-        "config": run.config,
-        "manifest": {
-            "path": manifest.path,
-            "experiment": manifest.experiment.name,
-            "dataset_label": manifest.datasets[&run.point.dataset].label,
+    let matching = records.iter().filter(|r| r.lossless).count();
+    Ok(Some(RunResult {
+        id: run.id.clone(),
+        config: run.config.clone(),
+        manifest: ManifestInfo {
+            path: manifest.path.clone(),
+            experiment: manifest.experiment.name.clone(),
+            dataset_label: manifest.datasets[&run.point.dataset].label.clone(),
         },
-        "provenance": provenance.finish(),
-        "prompts": set.iter().map(|(p, ids)| json!({"sha256": p.sha256, "tokens": ids.len()})).collect::<Vec<_>>(),
-        "records": records,
-        "summary": summarize(&records, method.needs_draft()),
-        "lossless": lossless,
-    })))
+        provenance: provenance.finish(),
+        prompts: set
+            .iter()
+            .map(|(p, ids)| PromptInfo {
+                sha256: p.sha256.clone(),
+                tokens: ids.len(),
+            })
+            .collect(),
+        summary: Summary::of(&records, method.needs_draft()),
+        memory: memory_summary(engine, &records),
+        lossless: matching == records.len(),
+        lossless_check: LosslessCheck {
+            reference: reference.source.into(),
+            generations_checked: records.len(),
+            generations_matching: matching,
+        },
+        records,
+    }))
+}
+
+/// Host heap on CPU. GPU memory is not measured by this build, and host heap on a GPU run
+/// would not be GPU memory: the figure is then recorded as not measured.
+fn memory_summary(engine: &Engine, records: &[Record]) -> MemorySummary {
+    let device = engine.target.device();
+    let kind = if device.is_cpu() {
+        MemoryKind::HostHeap
+    } else {
+        MemoryKind::GpuAllocated
+    };
+    let name = if device.is_cpu() { "cpu" } else { "cuda" };
+    let weights = (
+        engine.target.weight_bytes(),
+        engine.draft.as_ref().map_or(0, |d| d.weight_bytes()),
+    );
+    MemorySummary::of(records, kind, name, weights)
 }
 
 /// AR's output per prompt: from the stored AR run of the same inputs when there is one, else
-/// generated here (untimed). For an AR run itself, its own first repeat must match the rest.
+/// generated here (untimed). An AR run is itself checked against such an untimed generation,
+/// which makes its `lossless` flag a determinism check of its measured repeats.
 fn reference_outputs(
     run: &PlannedRun,
     engine: &Engine,
@@ -310,38 +350,37 @@ fn reference_outputs(
     store: &Store,
     set: &[(Prompt, Vec<u32>)],
     settings: &GenerationSettings,
-) -> Result<HashMap<String, String>, BenchError> {
+) -> Result<Reference, BenchError> {
     // Keyed by the AR baseline's id: the same dataset, length and everything else.
     let baseline_id = crate::store::run_id(&super::identity::baseline_config(&run.config));
     if let Some(known) = prompts.reference.get(&baseline_id) {
         return Ok(known.clone());
     }
-    let from_store = store
-        .read_result(&baseline_id)
-        .ok()
+    let stored = (baseline_id != run.id)
+        .then(|| store.read_result(&baseline_id).ok().flatten())
         .flatten()
-        .map(|result| {
-            result["records"]
-                .as_array()
+        .and_then(|value| RunResult::from_value(value).ok())
+        .map(|ar| {
+            ar.records
                 .into_iter()
-                .flatten()
-                .filter_map(|r| {
-                    Some((
-                        r["prompt_sha256"].as_str()?.to_string(),
-                        r["output_sha256"].as_str()?.to_string(),
-                    ))
-                })
+                .map(|r| (r.prompt_sha256, r.output_sha256))
                 .collect::<HashMap<_, _>>()
         });
-    let reference = match from_store {
-        Some(map) if map.len() == set.len() => map,
+    let reference = match stored {
+        Some(outputs) if outputs.len() == set.len() => Reference {
+            outputs,
+            source: "ar_run",
+        },
         _ => {
-            let mut map = HashMap::new();
+            let mut outputs = HashMap::new();
             for (prompt, ids) in set {
                 let generation = engine.generate(&Method::Ar, ids, settings)?;
-                map.insert(prompt.sha256.clone(), tokens_sha256(&generation.tokens));
+                outputs.insert(prompt.sha256.clone(), tokens_sha256(&generation.tokens));
             }
-            map
+            Reference {
+                outputs,
+                source: "ar_untimed",
+            }
         }
     };
     prompts.reference.insert(baseline_id, reference.clone());

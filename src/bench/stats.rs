@@ -1,9 +1,9 @@
 //! Summary statistics over repeated measurements.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Mean, sample standard deviation and the half-width of a two-sided 95% Student-t interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     pub mean: f64,
     pub std: f64,
@@ -37,6 +37,31 @@ impl Estimate {
     }
 }
 
+/// A ratio's geometric mean and 95% interval from paired measurements: the Student-t interval
+/// of the log ratios, exponentiated (so it is never negative and is symmetric in log scale).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RatioInterval {
+    pub geomean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl RatioInterval {
+    /// `None` without ratios or with one that is not positive.
+    pub fn of(ratios: &[f64]) -> Option<Self> {
+        if ratios.iter().any(|&r| r.is_nan() || r <= 0.0) {
+            return None;
+        }
+        let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+        let e = Estimate::of(&logs)?;
+        Some(Self {
+            geomean: e.mean.exp(),
+            low: (e.mean - e.ci95).exp(),
+            high: (e.mean + e.ci95).exp(),
+        })
+    }
+}
+
 /// 97.5% quantile of Student's t with `df` degrees of freedom.
 pub fn t_975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
@@ -65,5 +90,18 @@ mod tests {
         assert!(Estimate::of(&[]).is_none());
         assert_eq!(Estimate::of(&[7.0]).unwrap().ci95, 0.0);
         assert!((t_975(120) - 1.98).abs() < 0.005);
+    }
+
+    #[test]
+    fn ratio_interval_matches_scipy() {
+        // Python: logs = np.log([1.2, 1.5, 1.1, 1.3]); m, s = logs.mean(), logs.std(ddof=1)
+        // np.exp(m + np.array([-1, 0, 1]) * scipy.stats.t.ppf(0.975, 3) * s / 2)
+        //   = [1.027053, 1.266637, 1.562109]
+        let i = RatioInterval::of(&[1.2, 1.5, 1.1, 1.3]).unwrap();
+        assert!((i.geomean - 1.266637).abs() < 1e-6, "{i:?}");
+        assert!((i.low - 1.027053).abs() < 1e-4, "{i:?}");
+        assert!((i.high - 1.562109).abs() < 1e-4, "{i:?}");
+        assert!(RatioInterval::of(&[1.0, 0.0]).is_none());
+        assert_eq!(RatioInterval::of(&[2.0]).unwrap().low, 2.0);
     }
 }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bump when the meaning of a stored result changes: older results then stop verifying.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const RUNS: &str = "runs";
 const FAILED: &str = "failed";
