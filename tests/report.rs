@@ -203,9 +203,11 @@ fn aggregation_reproduces_the_runners_summaries_and_speedups() {
             ("ttft_ms_ci95", &summary["ttft_ms"]["ci95"]),
             ("tpot_ms_mean", &summary["tpot_ms"]["mean"]),
             ("tokens_per_target_pass", &summary["tokens_per_target_pass"]),
-            ("acceptance_rate", &summary["acceptance_rate"]),
+            ("draft_acceptance", &summary["draft_acceptance"]),
+            ("paper_acceptance", &summary["paper_acceptance"]),
+            ("mean_accepted_length", &summary["mean_accepted_length"]),
+            ("rounds_per_generation", &summary["rounds_per_generation"]),
             ("draft_time_fraction", &summary["draft_time_fraction"]),
-            ("peak_heap_mb", &summary["peak_heap_mb"]),
         ];
         for (column, expected) in pairs {
             let got = f64_at(&frame, column, i);
@@ -214,6 +216,9 @@ fn aggregation_reproduces_the_runners_summaries_and_speedups() {
                 None => assert_eq!(got, None, "{id} {column}"),
             }
         }
+        let peak_mb = result["memory"]["peak_bytes"].as_f64().unwrap() / (1024.0 * 1024.0);
+        assert!(close(f64_at(&frame, "peak_memory_mb", i).unwrap(), peak_mb));
+        assert_eq!(str_at(&frame, "memory_kind", i), "host_heap");
         if str_at(&frame, "method", i) == "ar" {
             ar_throughput.insert(id, f64_at(&frame, "throughput_mean", i).unwrap());
         }
@@ -234,6 +239,73 @@ fn aggregation_reproduces_the_runners_summaries_and_speedups() {
         RUNS * LENGTHS * 2,
         "two prompts per run"
     );
+}
+
+/// Mean, sample std and 95% half-width of `values`, computed here by hand: the quantile is
+/// scipy's `t.ppf(0.975, 1)` = 12.7062, for this fixture's two prompts.
+fn by_hand(values: &[f64]) -> (f64, f64, f64) {
+    assert_eq!(values.len(), 2, "the fixture has two prompts");
+    let mean = values.iter().sum::<f64>() / 2.0;
+    let std = ((values[0] - mean).powi(2) + (values[1] - mean).powi(2)).sqrt();
+    (mean, std, 12.7062 * std / 2f64.sqrt())
+}
+
+#[test]
+fn intervals_are_over_prompts_and_speedups_are_paired_by_prompt() {
+    let fx = fixture();
+    let summary = read_csv(&fx.artifacts().join("summary.csv"));
+    let per_prompt = read_csv(&fx.artifacts().join("per_prompt.csv"));
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1e-9);
+    for i in 0..summary.height() {
+        let id = str_at(&summary, "id", i);
+        let rows: Vec<usize> = (0..per_prompt.height())
+            .filter(|&j| str_at(&per_prompt, "id", j) == id)
+            .collect();
+        let column = |name: &str| -> Vec<f64> {
+            rows.iter()
+                .map(|&j| f64_at(&per_prompt, name, j).unwrap())
+                .collect()
+        };
+        let (mean, std, ci) = by_hand(&column("throughput_mean"));
+        assert!(
+            near(f64_at(&summary, "throughput_mean", i).unwrap(), mean),
+            "{id}"
+        );
+        assert!(
+            near(f64_at(&summary, "throughput_std", i).unwrap(), std),
+            "{id}"
+        );
+        assert!(
+            near(f64_at(&summary, "throughput_ci95", i).unwrap(), ci),
+            "{id}"
+        );
+        assert_eq!(
+            f64_at(&summary, "throughput_n", i),
+            Some(2.0),
+            "n counts prompts"
+        );
+        let logs: Vec<f64> = column("speedup").iter().map(|s| s.ln()).collect();
+        let (log_mean, _, log_ci) = by_hand(&logs);
+        let interval = (
+            f64_at(&summary, "speedup_ci95_low", i).unwrap(),
+            f64_at(&summary, "speedup_ci95_high", i).unwrap(),
+        );
+        assert!(
+            near(interval.0, (log_mean - log_ci).exp()),
+            "{id} {interval:?}"
+        );
+        assert!(
+            near(interval.1, (log_mean + log_ci).exp()),
+            "{id} {interval:?}"
+        );
+        assert!(near(
+            f64_at(&summary, "speedup_geomean", i).unwrap(),
+            log_mean.exp()
+        ));
+        if str_at(&summary, "method", i) == "ar" {
+            assert_eq!(interval, (1.0, 1.0), "AR against itself");
+        }
+    }
 }
 
 /// The body rows of a tabular (between the header's \midrule and \bottomrule), as cells.
@@ -318,18 +390,38 @@ fn speedup_and_main_tables_parse_back_to_summary_csv() {
         }
     }
     let main = table("main.tex");
-    assert!(main.contains("\\multicolumn{5}{l}{\\textit{PG-19}}"));
+    assert!(main.contains("\\multicolumn{6}{l}{\\textit{PG-19}}"));
     let main_rows = body_rows(&main);
     assert_eq!(main_rows.len(), RUNS);
     for (n, cells) in main_rows.iter().enumerate() {
         let dataset = datasets[n / (RUNS / 2)];
         let (i, frame) = &rows[&(dataset.to_string(), config_of_label(&cells[0]))];
-        let acceptance = f64_at(frame, "acceptance_rate", *i).map(|a| (a * 1000.0).round() / 10.0);
-        assert_eq!(parse_cell(&cells[3]), acceptance, "{cells:?}");
-        let per_pass = f64_at(frame, "tokens_per_target_pass", *i).unwrap();
+        let percent = |column| f64_at(frame, column, *i).map(|a| (a * 1000.0).round() / 10.0);
+        assert_eq!(
+            parse_cell(&cells[3]),
+            percent("draft_acceptance"),
+            "{cells:?}"
+        );
         assert_eq!(
             parse_cell(&cells[4]),
+            percent("paper_acceptance"),
+            "{cells:?}"
+        );
+        let per_pass = f64_at(frame, "tokens_per_target_pass", *i).unwrap();
+        assert_eq!(
+            parse_cell(&cells[5]),
             Some((per_pass * 100.0).round() / 100.0)
+        );
+        // Throughput as the paper prints it: mean ± std over prompts.
+        let (mean, std) = cells[1].split_once(" $\\pm$ ").expect("mean ± std");
+        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        assert_eq!(
+            parse_cell(mean),
+            Some(round1(f64_at(frame, "throughput_mean", *i).unwrap()))
+        );
+        assert_eq!(
+            parse_cell(std),
+            Some(round1(f64_at(frame, "throughput_std", *i).unwrap()))
         );
     }
     let bold_speedups = speedup
@@ -388,7 +480,7 @@ fn memory_table_has_the_exact_table_7_structure() {
     let summary = summary_rows();
     assert_eq!(rows.len(), RUNS / 2);
     assert_eq!(rows[0][0], "AR (baseline)");
-    assert_eq!(rows[0][4], "---");
+    assert_eq!(rows[0][4], "0.00\\%", "the paper prints AR's own change");
     let ar_average = parse_cell(&rows[0][3]).unwrap();
     for cells in &rows {
         assert_eq!(cells.len(), 5);
@@ -401,7 +493,7 @@ fn memory_table_has_the_exact_table_7_structure() {
             .iter()
             .map(|d| {
                 let (i, frame) = &summary[&(d.to_string(), config.clone())];
-                f64_at(frame, "peak_heap_mb", *i).unwrap()
+                f64_at(frame, "peak_memory_mb", *i).unwrap()
             })
             .collect();
         for (d, mb) in memory.iter().enumerate() {
@@ -501,7 +593,7 @@ fn figures_are_non_empty_png_and_svg_with_their_titles() {
     let titles = [
         ("main", "Main results: throughput and speedup"),
         ("cross_dataset", "Speedup over AR across datasets"),
-        ("memory", "Peak memory per method and dataset"),
+        ("memory", "Peak memory (host heap) and its parts"),
         (
             "sweep_depth",
             "DynaTree sweep: throughput against Tree depth D",
@@ -528,6 +620,16 @@ fn figures_are_non_empty_png_and_svg_with_their_titles() {
         let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
         assert!(svg.contains(title), "{name}.svg titled {title:?}");
         assert!(svg.contains("WikiText-2") && svg.contains("<rect") || svg.contains("<polyline"));
+    }
+    let memory = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+    for part in [
+        "weights (target + draft)",
+        "KV cache, target",
+        "KV cache, draft",
+        "rest",
+        "Change vs AR (MB)",
+    ] {
+        assert!(memory.contains(part), "memory.svg shows {part:?}");
     }
 }
 
@@ -689,6 +791,78 @@ fn a_run_that_is_not_lossless_is_not_reported() {
         "{stderr}"
     );
     assert!(stderr.contains(&linear), "{stderr}");
+}
+
+#[test]
+fn a_result_without_a_lossless_flag_is_not_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = copied_artifacts(dir.path());
+    let tree = first_id("dynatree");
+    let store = dynatree::store::Store::open(&artifacts).unwrap();
+    let mut result = store.read_result(&tree).unwrap().unwrap();
+    result.as_object_mut().unwrap().remove("lossless");
+    // Stamped anew, so that it verifies: only the missing flag is wrong.
+    store.write_result(&tree, result).unwrap();
+    let out = report(&fixture().manifest, &artifacts, &dir.path().join("r"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&tree), "names the result: {stderr}");
+    assert!(stderr.contains("missing field `lossless`"), "{stderr}");
+    assert!(!dir.path().join("r").exists(), "no partial report");
+}
+
+#[test]
+fn a_memory_table_never_mixes_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = copied_artifacts(dir.path());
+    let linear = first_id("linear");
+    let store = dynatree::store::Store::open(&artifacts).unwrap();
+    let mut result = store.read_result(&linear).unwrap().unwrap();
+    result["memory"]["kind"] = serde_json::json!("gpu_allocated");
+    store.write_result(&linear, result).unwrap();
+    let out = report(&fixture().manifest, &artifacts, &dir.path().join("r"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("runs measured different memory: host_heap on cpu and gpu_allocated on cpu"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&linear[..12]), "names the run: {stderr}");
+}
+
+#[test]
+fn unmeasured_memory_is_said_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = copied_artifacts(dir.path());
+    let store = dynatree::store::Store::open(&artifacts).unwrap();
+    // As a CUDA run records it before GPU memory is measured: the kind, no peak.
+    for id in store.done_ids().unwrap() {
+        let mut result = store.read_result(&id).unwrap().unwrap();
+        result["memory"]["kind"] = serde_json::json!("gpu_allocated");
+        result["memory"]["device"] = serde_json::json!("cuda");
+        result["memory"]["peak_bytes"] = serde_json::Value::Null;
+        result["memory"]["rest_bytes"] = serde_json::Value::Null;
+        store.write_result(&id, result).unwrap();
+    }
+    let out_dir = dir.path().join("r");
+    let out = report(&fixture().manifest, &artifacts, &out_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+    for table in ["tables/memory.tex", "tables/memory_breakdown.tex"] {
+        let tex = read(table);
+        assert!(
+            tex.contains("not measured: this build has no measurement of gpu\\_allocated on cuda"),
+            "{tex}"
+        );
+        assert!(body_rows(&tex).is_empty(), "no numbers: {tex}");
+    }
+    assert!(!out_dir.join("figures/memory.png").exists());
+    assert!(read("appendix.tex").contains("Peak memory: not measured"));
 }
 
 #[test]

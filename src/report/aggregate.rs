@@ -2,7 +2,13 @@
 //! (`per_prompt.csv`). Every statistic and the AR-baseline join are polars expressions over the
 //! per-repeat records; the runner's own summary block is not reused, so the two are independent
 //! computations of the same numbers (a test holds them equal).
+//!
+//! Timings are estimated over prompts: each prompt's repeats are averaged first, then mean, std
+//! and the 95% Student-t interval are taken over prompts. Speedup's interval is paired by
+//! prompt: the t-interval of the per-prompt log ratios (throughput over AR's on the same
+//! prompt), exponentiated, around their geometric mean.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -11,19 +17,24 @@ use serde_json::Value;
 use super::ReportError;
 use crate::bench::identity::baseline_config;
 use crate::bench::record::Record;
+use crate::bench::result::RunResult;
 use crate::bench::runner::short;
-use crate::bench::stats::t_975;
+use crate::bench::stats::{t_975, RatioInterval};
 use crate::decode::Method;
 use crate::store::{self, Store};
 
 /// `summary.csv`'s metric columns, after the identity and parameter columns, in this order.
-const METRIC_COLUMNS: [&str; 22] = [
+const METRIC_COLUMNS: [&str; 38] = [
     "generations",
+    "prompts_measured",
     "throughput_mean",
     "throughput_std",
     "throughput_ci95",
     "throughput_n",
     "speedup",
+    "speedup_geomean",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
     "ttft_ms_mean",
     "ttft_ms_std",
     "ttft_ms_ci95",
@@ -33,14 +44,28 @@ const METRIC_COLUMNS: [&str; 22] = [
     "tpot_ms_ci95",
     "tpot_ms_n",
     "tokens_per_target_pass",
-    "acceptance_rate",
+    "draft_acceptance",
+    "paper_acceptance",
+    "mean_accepted_length",
+    "rounds_per_generation",
     "draft_time_fraction",
-    "peak_heap_mb",
+    "memory_kind",
+    "memory_device",
+    "peak_memory_mb",
+    "weights_target_mb",
+    "weights_draft_mb",
+    "kv_target_mb",
+    "kv_draft_mb",
+    "rest_mb",
     "peak_rss_mb",
-    "peak_heap_vs_ar_pct",
+    "peak_memory_vs_ar_mb",
+    "peak_memory_vs_ar_pct",
+    "ar_peak_memory_mb",
     "ar_throughput_mean",
-    "ar_peak_heap_mb",
+    "lossless_checked",
 ];
+
+const MB: f64 = 1024.0 * 1024.0;
 
 /// The aggregated results of an artifacts directory.
 #[derive(Debug, Clone)]
@@ -58,13 +83,32 @@ pub fn aggregate(store: &Store) -> Result<Aggregate, ReportError> {
     let results = load_results(store)?;
     let runs = runs_frame(&results)?;
     let records = records_frame(&results)?;
-    let stats = run_statistics(records.clone().lazy(), max_generations(&results))?;
-    let summary = with_baseline(runs.clone().lazy().join(
-        stats,
+    let per_prompt = per_prompt(records.clone().lazy(), runs.clone().lazy());
+    let per_prompt_frame = per_prompt.clone().collect()?;
+    let t_table = student_t_table(max_prompts(&results))?;
+    let stats = run_statistics(records.lazy(), per_prompt_frame.clone().lazy(), &t_table)?;
+    let summary = with_baseline(
+        runs.clone()
+            .lazy()
+            .join(
+                stats,
+                [col("id")],
+                [col("id")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .join(
+                memory_frame(&results)?.lazy(),
+                [col("id")],
+                [col("id")],
+                JoinArgs::new(JoinType::Left),
+            ),
+    )
+    .join(
+        speedup_intervals(&per_prompt_frame)?.lazy(),
         [col("id")],
         [col("id")],
         JoinArgs::new(JoinType::Left),
-    ))
+    )
     .select(
         runs.get_column_names()
             .into_iter()
@@ -78,10 +122,9 @@ pub fn aggregate(store: &Store) -> Result<Aggregate, ReportError> {
     )
     .collect()?;
     check_baselines(&summary, store.root())?;
-    let per_prompt = per_prompt(records.lazy(), runs.lazy()).collect()?;
     Ok(Aggregate {
         summary,
-        per_prompt,
+        per_prompt: per_prompt_frame,
     })
 }
 
@@ -108,18 +151,27 @@ fn csv_bytes(frame: &DataFrame) -> Result<Vec<u8>, ReportError> {
     Ok(bytes)
 }
 
-/// Every result that verifies, in id order; a result that does not verify is an error (run
-/// `dynatree verify` to see them all) rather than a silently missing row.
-fn load_results(store: &Store) -> Result<Vec<Value>, ReportError> {
+/// Every result that verifies, in id order; a result that does not verify, or is not a
+/// result of this version (a missing `lossless` flag, say), is an error rather than a silently
+/// missing row.
+fn load_results(store: &Store) -> Result<Vec<RunResult>, ReportError> {
     let mut results = Vec::new();
     for id in store.done_ids()? {
         let path = store.result_path(&id);
-        match store.read_result(&id)? {
-            Some(result) => results.push(result),
-            None => {
+        let Some(value) = store.read_result(&id)? else {
+            return Err(ReportError::BadResult {
+                path,
+                message: "does not verify; run `dynatree verify`".into(),
+            });
+        };
+        match RunResult::from_value(value) {
+            Ok(result) => results.push(result),
+            Err(e) => {
                 return Err(ReportError::BadResult {
                     path,
-                    message: "does not verify; run `dynatree verify`".into(),
+                    message: format!(
+                        "not a run result: {e}; run it again with `dynatree run --force`"
+                    ),
                 })
             }
         }
@@ -127,12 +179,8 @@ fn load_results(store: &Store) -> Result<Vec<Value>, ReportError> {
     Ok(results)
 }
 
-fn max_generations(results: &[Value]) -> usize {
-    results
-        .iter()
-        .map(|r| r["records"].as_array().map_or(0, Vec::len))
-        .max()
-        .unwrap_or(0)
+fn max_prompts(results: &[RunResult]) -> usize {
+    results.iter().map(|r| r.summary.prompts).max().unwrap_or(0)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -144,7 +192,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// A column of one value per result.
-fn column<T>(name: &str, results: &[Value], f: impl Fn(&Value) -> T) -> Column
+fn column<T>(name: &str, results: &[RunResult], f: impl Fn(&RunResult) -> T) -> Column
 where
     Series: NamedFrom<Vec<T>, [T]>,
 {
@@ -177,26 +225,24 @@ fn model_cell(identity: &Value) -> Option<String> {
 }
 
 /// Identity, parameters and settings of each run: one row per result.
-fn runs_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
-    let cfg = |r: &Value, path: &[&str]| path.iter().fold(&r["config"], |v, k| &v[*k]).clone();
-    let param = |key: &'static str| move |r: &Value| r["config"]["params"][key].clone();
-    let u64_param = |key| move |r: &Value| param(key)(r).as_u64();
-    let f64_param = |key| move |r: &Value| param(key)(r).as_f64();
+fn runs_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
+    let cfg = |r: &RunResult, path: &[&str]| path.iter().fold(&r.config, |v, k| &v[*k]).clone();
+    let param = |key: &'static str| move |r: &RunResult| r.config["params"][key].clone();
+    let u64_param = |key| move |r: &RunResult| param(key)(r).as_u64();
+    let f64_param = |key| move |r: &RunResult| param(key)(r).as_f64();
     let columns = vec![
-        column("id", results, |r| text(&r["id"])),
-        column("experiment", results, |r| {
-            text(&r["manifest"]["experiment"])
+        column("id", results, |r| r.id.clone()),
+        column("experiment", results, |r| r.manifest.experiment.clone()),
+        column("manifest", results, |r| {
+            r.manifest.path.display().to_string()
         }),
-        column("manifest", results, |r| text(&r["manifest"]["path"])),
-        column("dataset", results, |r| {
-            text(&r["manifest"]["dataset_label"])
-        }),
+        column("dataset", results, |r| r.manifest.dataset_label.clone()),
         column("dataset_kind", results, |r| {
             text(&cfg(r, &["dataset", "kind"]))
         }),
-        column("method", results, |r| text(&r["config"]["method"])),
+        column("method", results, |r| text(&r.config["method"])),
         column("config", results, |r| {
-            method_of(&r["config"]).map(|m| m.describe())
+            method_of(&r.config).map(|m| m.describe())
         }),
         column("k", results, u64_param("k")),
         column("depth", results, u64_param("depth")),
@@ -243,28 +289,24 @@ fn runs_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
             model_cell(&cfg(r, &["models", "draft"]))
         }),
         column("baseline_id", results, |r| {
-            Some(store::run_id(&baseline_config(&r["config"])))
+            store::run_id(&baseline_config(&r.config))
         }),
-        column("lossless", results, |r| r["lossless"].as_bool()),
+        column("lossless", results, |r| r.lossless),
         column("acceptance_by_depth", results, acceptance_by_depth),
-        column("git_commit", results, |r| {
-            text(&r["provenance"]["git_commit"])
-        }),
-        column("git_dirty", results, |r| {
-            r["provenance"]["git_dirty"].as_bool()
-        }),
-        column("end_time", results, |r| text(&r["provenance"]["end_time"])),
+        column("git_commit", results, |r| r.provenance.git_commit.clone()),
+        column("git_dirty", results, |r| r.provenance.git_dirty),
+        column("end_time", results, |r| r.provenance.end_time.clone()),
     ];
     Ok(DataFrame::new(results.len(), columns)?)
 }
 
 /// Acceptance by draft depth as `d1 d2 ...` (a list does not fit a CSV cell).
-fn acceptance_by_depth(result: &Value) -> Option<String> {
-    let depths = result["summary"]["acceptance_by_depth"].as_array()?;
+fn acceptance_by_depth(result: &RunResult) -> Option<String> {
+    let depths = &result.summary.acceptance_by_depth;
     (!depths.is_empty()).then(|| {
         depths
             .iter()
-            .map(|d| d.as_f64().map_or("nan".into(), |v| format!("{v:.4}")))
+            .map(|d| d.map_or("nan".into(), |v| format!("{v:.4}")))
             .collect::<Vec<_>>()
             .join(" ")
     })
@@ -274,19 +316,11 @@ fn acceptance_by_depth(result: &Value) -> Option<String> {
 type RecordField<'a> = (&'a str, &'a dyn Fn(&Record) -> AnyValue<'static>);
 
 /// One row per record (a prompt and a repeat) of every run.
-fn records_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
-    let mut rows: Vec<(String, Record)> = Vec::new();
-    for result in results {
-        let id = result["id"].as_str().unwrap_or_default().to_string();
-        let records: Vec<Record> =
-            serde_json::from_value(result["records"].clone()).map_err(|e| {
-                ReportError::BadResult {
-                    path: PathBuf::from(format!("runs/{id}.json")),
-                    message: format!("records: {e}"),
-                }
-            })?;
-        rows.extend(records.into_iter().map(|r| (id.clone(), r)));
-    }
+fn records_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
+    let rows: Vec<(&str, &Record)> = results
+        .iter()
+        .flat_map(|result| result.records.iter().map(|r| (result.id.as_str(), r)))
+        .collect();
     let col_of = |name: &str, f: &dyn Fn(&Record) -> AnyValue<'static>| {
         let values: Vec<AnyValue> = rows.iter().map(|(_, r)| f(r)).collect();
         Series::from_any_values(name.into(), &values, false).map(Column::from)
@@ -298,9 +332,9 @@ fn records_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
     let height = rows.len();
     let mut columns = vec![Column::new(
         "id".into(),
-        rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
     )];
-    let specs: [RecordField; 17] = [
+    let specs: [RecordField; 20] = [
         ("prompt_index", &|r| u(r.prompt_index)),
         ("repeat", &|r| u(r.repeat)),
         ("prompt_tokens", &|r| u(r.prompt_tokens)),
@@ -313,6 +347,7 @@ fn records_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
         ("rounds", &|r| u(r.rounds)),
         ("drafted", &|r| u(r.drafted)),
         ("accepted", &|r| u(r.accepted)),
+        ("paper_acceptance", &|r| opt_f(r.paper_acceptance)),
         ("draft_s", &|r| f(r.draft_s)),
         ("verify_s", &|r| f(r.verify_s)),
         ("lossless", &|r| AnyValue::Boolean(r.lossless)),
@@ -320,6 +355,8 @@ fn records_frame(results: &[Value]) -> Result<DataFrame, ReportError> {
             opt_u(r.peak_heap_bytes.map(|b| b as u64))
         }),
         ("peak_rss_kib", &|r| opt_u(r.peak_rss_kib)),
+        ("kv_target_bytes", &|r| u(r.kv_target_bytes)),
+        ("kv_draft_bytes", &|r| u(r.kv_draft_bytes)),
     ];
     for (name, f) in specs {
         columns.push(col_of(name, f)?);
@@ -350,9 +387,25 @@ fn ratio(a: Expr, b: Expr) -> Expr {
         .otherwise(lit(NULL))
 }
 
-/// Per-run statistics over the records: mean, sample std, n and the 95% Student-t half-width
-/// of throughput, TTFT and TPOT; totals-based ratios; peaks.
-fn run_statistics(records: LazyFrame, max_n: usize) -> Result<LazyFrame, ReportError> {
+/// Per-run statistics: totals-based ratios over the records, and mean, sample std, n and the
+/// 95% Student-t half-width of throughput, TTFT and TPOT over the per-prompt means.
+fn run_statistics(
+    records: LazyFrame,
+    per_prompt: LazyFrame,
+    t_table: &DataFrame,
+) -> Result<LazyFrame, ReportError> {
+    let totals = records.group_by_stable([col("id")]).agg([
+        len().alias("generations"),
+        ratio(sum_f64("new_tokens"), sum_f64("target_passes")).alias("tokens_per_target_pass"),
+        ratio(sum_f64("accepted"), sum_f64("drafted")).alias("draft_acceptance"),
+        ratio(sum_f64("accepted"), sum_f64("rounds")).alias("mean_accepted_length"),
+        when(sum_f64("rounds").gt(lit(0.0)))
+            .then(sum_f64("rounds") / len().cast(DataType::Float64))
+            .otherwise(lit(NULL))
+            .alias("rounds_per_generation"),
+        ratio(sum_f64("draft_s"), sum_f64("draft_s") + sum_f64("verify_s"))
+            .alias("draft_time_fraction"),
+    ]);
     let estimate = |source: &str, out: &str| {
         [
             col(source).mean().alias(format!("{out}_mean")),
@@ -360,25 +413,88 @@ fn run_statistics(records: LazyFrame, max_n: usize) -> Result<LazyFrame, ReportE
             col(source).count().alias(format!("{out}_n")),
         ]
     };
-    let mb = 1024.0 * 1024.0;
-    let mut aggs = vec![len().alias("generations")];
-    aggs.extend(estimate("tokens_per_s", "throughput"));
-    aggs.extend(estimate("ttft_ms", "ttft_ms"));
-    aggs.extend(estimate("tpot_ms", "tpot_ms"));
-    aggs.extend([
-        ratio(sum_f64("new_tokens"), sum_f64("target_passes")).alias("tokens_per_target_pass"),
-        ratio(sum_f64("accepted"), sum_f64("drafted")).alias("acceptance_rate"),
-        ratio(sum_f64("draft_s"), sum_f64("draft_s") + sum_f64("verify_s"))
-            .alias("draft_time_fraction"),
-        (col("peak_heap_bytes").max().cast(DataType::Float64) / lit(mb)).alias("peak_heap_mb"),
-        (col("peak_rss_kib").max().cast(DataType::Float64) / lit(1024.0)).alias("peak_rss_mb"),
-    ]);
-    let mut stats = records.group_by_stable([col("id")]).agg(aggs);
-    let t_table = student_t_table(max_n)?;
+    let mut aggs = vec![
+        len().alias("prompts_measured"),
+        col("paper_acceptance").mean().alias("paper_acceptance"),
+    ];
+    aggs.extend(estimate("throughput_mean", "throughput"));
+    aggs.extend(estimate("ttft_ms_mean", "ttft_ms"));
+    aggs.extend(estimate("tpot_ms_mean", "tpot_ms"));
+    let mut over_prompts = per_prompt.group_by_stable([col("id")]).agg(aggs);
     for out in ["throughput", "ttft_ms", "tpot_ms"] {
-        stats = with_ci95(stats, &t_table, out);
+        over_prompts = with_ci95(over_prompts, t_table, out);
     }
-    Ok(stats)
+    Ok(totals.join(
+        over_prompts,
+        [col("id")],
+        [col("id")],
+        JoinArgs::new(JoinType::Left),
+    ))
+}
+
+/// Each run's memory figures in MB, as its result records them (kind and device beside).
+fn memory_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
+    let mb = |bytes: u64| bytes as f64 / MB;
+    let columns = vec![
+        column("id", results, |r| r.id.clone()),
+        column("memory_kind", results, |r| {
+            serde_json::to_value(r.memory.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+        }),
+        column("memory_device", results, |r| r.memory.device.clone()),
+        column("peak_memory_mb", results, |r| r.memory.peak_bytes.map(mb)),
+        column("weights_target_mb", results, |r| {
+            mb(r.memory.weights_target_bytes)
+        }),
+        column("weights_draft_mb", results, |r| {
+            mb(r.memory.weights_draft_bytes)
+        }),
+        column("kv_target_mb", results, |r| mb(r.memory.kv_target_bytes)),
+        column("kv_draft_mb", results, |r| mb(r.memory.kv_draft_bytes)),
+        column("rest_mb", results, |r| {
+            r.memory.rest_bytes.map(|b| b as f64 / MB)
+        }),
+        column("peak_rss_mb", results, |r| {
+            r.memory.peak_rss_kib.map(|k| k as f64 / 1024.0)
+        }),
+        column("lossless_checked", results, |r| {
+            r.lossless_check.generations_checked as u64
+        }),
+    ];
+    Ok(DataFrame::new(results.len(), columns)?)
+}
+
+/// Per run: the geometric mean of the per-prompt speedups and its paired 95% interval
+/// ([`RatioInterval`]).
+fn speedup_intervals(per_prompt: &DataFrame) -> Result<DataFrame, ReportError> {
+    let ids = per_prompt.column("id")?.str()?;
+    let speedups = per_prompt.column("speedup")?.f64()?;
+    let mut by_id: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (id, speedup) in ids.iter().zip(speedups.iter()) {
+        if let (Some(id), Some(speedup)) = (id, speedup) {
+            by_id.entry(id).or_default().push(speedup);
+        }
+    }
+    let intervals: Vec<(&str, Option<RatioInterval>)> = by_id
+        .iter()
+        .map(|(id, ratios)| (*id, RatioInterval::of(ratios)))
+        .collect();
+    let field = |f: fn(&RatioInterval) -> f64| -> Vec<Option<f64>> {
+        intervals.iter().map(|(_, i)| i.as_ref().map(f)).collect()
+    };
+    Ok(DataFrame::new(
+        intervals.len(),
+        vec![
+            Column::new(
+                "id".into(),
+                intervals.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ),
+            Column::new("speedup_geomean".into(), field(|i| i.geomean)),
+            Column::new("speedup_ci95_low".into(), field(|i| i.low)),
+            Column::new("speedup_ci95_high".into(), field(|i| i.high)),
+        ],
+    )?)
 }
 
 /// n → the 97.5% Student-t quantile with n - 1 degrees of freedom, for n = 2..=max_n.
@@ -420,7 +536,7 @@ fn with_baseline(runs: LazyFrame) -> LazyFrame {
     let baseline = runs.clone().filter(col("method").eq(lit("ar"))).select([
         col("id").alias("baseline_id"),
         col("throughput_mean").alias("ar_throughput_mean"),
-        col("peak_heap_mb").alias("ar_peak_heap_mb"),
+        col("peak_memory_mb").alias("ar_peak_memory_mb"),
     ]);
     runs.join(
         baseline,
@@ -430,8 +546,9 @@ fn with_baseline(runs: LazyFrame) -> LazyFrame {
     )
     .with_columns([
         (col("throughput_mean") / col("ar_throughput_mean")).alias("speedup"),
-        ((col("peak_heap_mb") / col("ar_peak_heap_mb") - lit(1.0)) * lit(100.0))
-            .alias("peak_heap_vs_ar_pct"),
+        (col("peak_memory_mb") - col("ar_peak_memory_mb")).alias("peak_memory_vs_ar_mb"),
+        ((col("peak_memory_mb") / col("ar_peak_memory_mb") - lit(1.0)) * lit(100.0))
+            .alias("peak_memory_vs_ar_pct"),
     ])
 }
 
@@ -483,7 +600,8 @@ fn per_prompt(records: LazyFrame, runs: LazyFrame) -> LazyFrame {
             col("ttft_ms").mean().alias("ttft_ms_mean"),
             col("tpot_ms").mean().alias("tpot_ms_mean"),
             ratio(sum_f64("new_tokens"), sum_f64("target_passes")).alias("tokens_per_target_pass"),
-            ratio(sum_f64("accepted"), sum_f64("drafted")).alias("acceptance_rate"),
+            ratio(sum_f64("accepted"), sum_f64("drafted")).alias("draft_acceptance"),
+            col("paper_acceptance").mean().alias("paper_acceptance"),
             col("lossless").all(true).alias("lossless"),
             col("output_sha256").n_unique().alias("distinct_outputs"),
         ])

@@ -10,8 +10,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::latex::Header;
+use super::rows::RunRow;
 use super::rows::Study;
-use super::tables::{Metric, MEMORY, SPEEDUP, THROUGHPUT};
+use super::tables::{Metric, SPEEDUP, THROUGHPUT};
 use super::{ReportError, Written};
 
 /// One figure, for the appendix: file stem (`.png`/`.svg` beside) and caption.
@@ -39,7 +40,7 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(0, 0, 0),
 ];
 
-fn color(i: usize) -> RGBColor {
+pub(super) fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
@@ -55,9 +56,9 @@ fn register_fonts() {
     });
 }
 
-type DrawResult = Result<(), String>;
+pub(super) type DrawResult = Result<(), String>;
 
-fn err<E: std::fmt::Debug>(e: E) -> String {
+pub(super) fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
 
@@ -76,7 +77,7 @@ impl Kind {
         match self {
             Self::Main => main(area, study),
             Self::CrossDataset => cross_dataset(area, study),
-            Self::Memory => memory(area, study),
+            Self::Memory => super::memory_figure::draw(area, study),
             Self::Sweep(axis) => sweep(area, study, axis),
         }?;
         area.present().map_err(err)
@@ -98,7 +99,7 @@ pub fn all(
             "main",
             Kind::Main,
             (2000, bars_height),
-            "Throughput (mean over prompts and repeats, 95\\% confidence interval) and speedup over AR per method and dataset.".to_string(),
+            "Throughput (mean over prompts, each prompt's repeats averaged first; bars: 95\\% Student-t interval over prompts) and speedup over AR per method and dataset (bars: 95\\% interval paired by prompt, the t-interval of the per-prompt log speedups).".to_string(),
         ),
         (
             "cross_dataset",
@@ -106,13 +107,19 @@ pub fn all(
             (COLUMN_PIXELS, 650),
             "Speedup over AR of each method on each dataset (dashed: AR).".to_string(),
         ),
-        (
+    ];
+    let memory = super::memory::MemoryTables::new(study)?;
+    if memory.measured {
+        planned.push((
             "memory",
             Kind::Memory,
-            (1600, bars_height),
-            "Peak memory (heap high-water mark with both models loaded) per method and dataset.".to_string(),
-        ),
-    ];
+            (2000, 220 + 60 * n * d.max(1)),
+            format!(
+                "Peak memory ({}) per method and dataset, stacked: weights of target and draft, key/value cache of the target, of the draft, and the rest (activations, logits, tree bookkeeping). Right: the change of the peak against AR on the same dataset, in MB (and \\%).",
+                super::latex::escape(&memory.kind.replace('_', " "))
+            ),
+        ));
+    }
     for axis in [SweepAxis::Depth, SweepAxis::Tau] {
         if sweep_values(study, axis).len() >= 2 {
             planned.push((
@@ -198,12 +205,12 @@ fn with_text_chunk(png: &[u8], text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn text_style(size: u32) -> TextStyle<'static> {
+pub(super) fn text_style(size: u32) -> TextStyle<'static> {
     TextStyle::from((FONT, size).into_font())
 }
 
 /// Left margin wide enough for the longest label at `size` pixels.
-fn label_width(labels: &[String], size: u32) -> u32 {
+pub(super) fn label_width(labels: &[String], size: u32) -> u32 {
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as u32;
     longest * size * 58 / 100 + 30
 }
@@ -221,7 +228,12 @@ fn main<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Study) -> Dra
         &THROUGHPUT,
         "Throughput (tokens/s)",
         None,
-        true,
+        Some(|r| {
+            Some((
+                r.throughput - r.throughput_ci95,
+                r.throughput + r.throughput_ci95,
+            ))
+        }),
     )?;
     hbars(
         &right,
@@ -229,18 +241,12 @@ fn main<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Study) -> Dra
         &SPEEDUP,
         "Speedup over AR (×)",
         Some(1.0),
-        false,
+        Some(|r| r.speedup_ci95),
     )
 }
 
-/// Peak memory bars.
-fn memory<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &Study) -> DrawResult {
-    let area = area
-        .margin(16, 0, 0, 0)
-        .titled("Peak memory per method and dataset", text_style(44))
-        .map_err(err)?;
-    hbars(&area, study, &MEMORY, "Peak memory (MB)", None, false)
-}
+/// The interval an error bar spans, `(low, high)`.
+type Interval = fn(&RunRow) -> Option<(f64, f64)>;
 
 /// Horizontal grouped bars: one group per shown configuration, one bar per dataset.
 fn hbars<DB: DrawingBackend>(
@@ -249,7 +255,7 @@ fn hbars<DB: DrawingBackend>(
     metric: &Metric,
     x_desc: &str,
     reference: Option<f64>,
-    with_ci: bool,
+    interval: Option<Interval>,
 ) -> DrawResult {
     let labels: Vec<String> = study
         .shown
@@ -259,15 +265,15 @@ fn hbars<DB: DrawingBackend>(
     let groups = labels.len();
     let sets = study.datasets.len().max(1);
     let value = |g: usize, d: usize| study.cell(study.shown[g], d).and_then(metric.value);
-    let ci = |g: usize, d: usize| {
+    let span = |g: usize, d: usize| {
         study
             .cell(study.shown[g], d)
-            .filter(|_| with_ci)
-            .map_or(0.0, |r| r.throughput_ci95)
+            .zip(interval)
+            .and_then(|(r, f)| f(r))
     };
     let x_max = (0..groups)
         .flat_map(|g| (0..sets).map(move |d| (g, d)))
-        .filter_map(|(g, d)| value(g, d).map(|v| v + ci(g, d)))
+        .filter_map(|(g, d)| value(g, d).map(|v| span(g, d).map_or(v, |(_, hi)| hi.max(v))))
         .fold(reference.unwrap_or(0.0), f64::max)
         // Room on the right for the legend.
         * 1.45;
@@ -311,18 +317,17 @@ fn hbars<DB: DrawingBackend>(
             .legend(move |(x, y)| {
                 Rectangle::new([(x, y - 10), (x + 24, y + 10)], color(d).filled())
             });
-        if with_ci {
-            chart
-                .draw_series(bars.iter().map(|&(g, v)| {
-                    let (y0, y1) = bar(g);
-                    let y = (y0 + y1) / 2.0;
-                    PathElement::new(
-                        vec![(v - ci(g, d), y), (v + ci(g, d), y)],
-                        BLACK.stroke_width(3),
-                    )
-                }))
-                .map_err(err)?;
-        }
+        let whiskers: Vec<_> = bars
+            .iter()
+            .filter_map(|&(g, _)| span(g, d).map(|s| (g, s)))
+            .collect();
+        chart
+            .draw_series(whiskers.iter().map(|&(g, (lo, hi))| {
+                let (y0, y1) = bar(g);
+                let y = (y0 + y1) / 2.0;
+                PathElement::new(vec![(lo, y), (hi, y)], BLACK.stroke_width(3))
+            }))
+            .map_err(err)?;
     }
     if let Some(x) = reference {
         chart
@@ -335,10 +340,23 @@ fn hbars<DB: DrawingBackend>(
             .map_err(err)?;
     }
     draw_category_labels(&chart, area, &labels)?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 28)
+}
+
+/// The series' legend in a white box with a black border.
+pub(super) fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> DrawResult {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(text_style(28))
+        .position(position)
+        .label_font(text_style(size))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
@@ -347,7 +365,7 @@ fn hbars<DB: DrawingBackend>(
 
 /// Category names beside the y axis, top to bottom (plotters' numeric labels cannot be placed
 /// on exact categories of a float axis).
-fn draw_category_labels<DB: DrawingBackend>(
+pub(super) fn draw_category_labels<DB: DrawingBackend>(
     chart: &ChartContext<
         DB,
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,

@@ -171,6 +171,14 @@ pub fn cell(value: Option<f64>, decimals: usize, unit: &str, bold: bool) -> Stri
     }
 }
 
+/// A full-width italic row naming the dataset of the block of rows below it.
+pub fn dataset_heading(width: usize, name: &str) -> String {
+    format!(
+        r"\multicolumn{{{width}}}{{l}}{{\textit{{{}}}}} \\",
+        escape(name)
+    )
+}
+
 /// A booktabs tabular: column spec, header lines, body lines (each a full row or rule).
 pub fn tabular(header: &Header, spec: &str, head: &[String], body: &[String]) -> String {
     let mut out = header.lines("% ");

@@ -10,6 +10,8 @@ mod appendix;
 mod figures;
 mod labels;
 mod latex;
+mod memory;
+mod memory_figure;
 mod numbers;
 mod rows;
 mod tables;
@@ -96,8 +98,12 @@ pub fn report(manifest: &Manifest, artifacts: &Path, out: &Path) -> Result<Writt
     let rows = manifest_rows(manifest, &planned, &aggregate)?;
     let study = rows::Study::new(manifest, rows);
     let header = latex::Header::new(manifest, &study);
-    for (name, text) in tables::all(&study, &header) {
-        written.put(out.join("tables").join(name), text.as_bytes())?;
+    let tables = tables::all(&study, &header)?;
+    for table in &tables {
+        written.put(
+            out.join("tables").join(format!("{}.tex", table.stem)),
+            table.text.as_bytes(),
+        )?;
     }
     written.put(
         out.join("numbers.tex"),
@@ -106,7 +112,7 @@ pub fn report(manifest: &Manifest, artifacts: &Path, out: &Path) -> Result<Writt
     let figures = figures::all(&study, &header, &out.join("figures"), &mut written)?;
     written.put(
         out.join("appendix.tex"),
-        appendix::render(&study, &header, &figures).as_bytes(),
+        appendix::render(&study, &header, &tables, &figures).as_bytes(),
     )?;
     Ok(written)
 }
@@ -138,9 +144,10 @@ fn manifest_rows(
             ..by_id[&run.id].clone()
         })
         .collect();
+    // Only an explicit `true` passes: a result that does not say is not lossless.
     let not_lossless: Vec<String> = rows
         .iter()
-        .filter(|row| row.lossless == Some(false))
+        .filter(|row| row.lossless != Some(true))
         .map(|row| row.id.clone())
         .collect();
     if !not_lossless.is_empty() {
@@ -163,8 +170,9 @@ pub struct SummaryLine {
     pub speedup: f64,
     /// Tokens committed per target forward pass (1 for AR).
     pub tokens_per_pass: Option<f64>,
-    /// Heap high-water mark during generation, both models loaded.
-    pub peak_heap_mb: Option<f64>,
+    /// Peak memory during generation, both models loaded, of the kind `memory_kind` names.
+    pub peak_memory_mb: Option<f64>,
+    pub memory_kind: String,
 }
 
 /// The configurations the main tables show, on every dataset, at the first generation length:
@@ -183,7 +191,8 @@ pub fn summary(manifest: &Manifest, artifacts: &Path) -> Result<Vec<SummaryLine>
                     throughput: row.throughput,
                     speedup: row.speedup,
                     tokens_per_pass: row.tokens_per_pass,
-                    peak_heap_mb: row.peak_heap_mb,
+                    peak_memory_mb: row.memory.peak_mb,
+                    memory_kind: row.memory.kind.clone(),
                 });
             }
         }
@@ -203,7 +212,7 @@ pub fn summary_table(lines: &[SummaryLine]) -> String {
         "tokens/s",
         "speedup",
         "tokens/round",
-        "peak heap MB",
+        "peak MB (kind)",
     ]
     .map(String::from);
     let body: Vec<[String; 6]> = lines
@@ -215,7 +224,10 @@ pub fn summary_table(lines: &[SummaryLine]) -> String {
                 number(Some(l.throughput), 1),
                 format!("{}x", number(Some(l.speedup), 2)),
                 number(l.tokens_per_pass, 2),
-                number(l.peak_heap_mb, 1),
+                match l.peak_memory_mb {
+                    Some(mb) => format!("{mb:.1} ({})", l.memory_kind),
+                    None => format!("- ({}: not measured)", l.memory_kind),
+                },
             ]
         })
         .collect();
@@ -265,7 +277,8 @@ mod tests {
                 throughput: 512.345,
                 speedup: 1.0,
                 tokens_per_pass: Some(1.0),
-                peak_heap_mb: None,
+                peak_memory_mb: None,
+                memory_kind: "gpu_allocated".into(),
             },
             SummaryLine {
                 method: "Linear K=6".into(),
@@ -273,7 +286,8 @@ mod tests {
                 throughput: 1024.0,
                 speedup: 1.999,
                 tokens_per_pass: Some(3.456),
-                peak_heap_mb: Some(42.04),
+                peak_memory_mb: Some(42.04),
+                memory_kind: "host_heap".into(),
             },
         ];
         let table = summary_table(&lines);
@@ -282,14 +296,14 @@ mod tests {
         assert!(rows[0].starts_with("method         dataset"), "{table}");
         assert!(rows[2].starts_with("AR (baseline)  PG-19"), "{table}");
         assert!(
-            rows[2].contains("512.3") && rows[2].ends_with('-'),
+            rows[2].contains("512.3") && rows[2].ends_with("- (gpu_allocated: not measured)"),
             "{table}"
         );
         assert!(
             rows[3].contains("2.00x") && rows[3].contains("3.46"),
             "{table}"
         );
-        assert!(rows[3].ends_with("42.0"), "{table}");
+        assert!(rows[3].ends_with("42.0 (host_heap)"), "{table}");
         // Right-aligned numbers end in the same column.
         assert_eq!(
             rows[0].find("tokens/s").map(|i| i + 8),

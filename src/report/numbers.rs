@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use super::latex::{escape, number, Header};
 use super::rows::Study;
-use super::tables::{ACCEPTANCE, MEMORY, SPEEDUP, THROUGHPUT, TOKENS_PER_PASS};
+use super::tables::{
+    DRAFT_ACCEPTANCE, MEMORY, PAPER_ACCEPTANCE, SPEEDUP, THROUGHPUT, TOKENS_PER_PASS,
+};
 use super::ReportError;
 
 const DIGITS: [&str; 10] = [
@@ -89,7 +91,8 @@ fn per_run_numbers(study: &Study, numbers: &mut Numbers) -> Result<(), ReportErr
     let metrics = [
         ("Throughput", &THROUGHPUT),
         ("Speedup", &SPEEDUP),
-        ("Acceptance", &ACCEPTANCE),
+        ("Acceptance", &DRAFT_ACCEPTANCE),
+        ("PaperAcceptance", &PAPER_ACCEPTANCE),
         ("TokensPerIter", &TOKENS_PER_PASS),
     ];
     for (c, config) in study.configs.iter().enumerate() {
@@ -116,18 +119,28 @@ fn per_run_numbers(study: &Study, numbers: &mut Numbers) -> Result<(), ReportErr
     Ok(())
 }
 
-/// Peak memory averaged over datasets and its change relative to AR, per configuration.
+/// Peak memory averaged over datasets and its change relative to AR, per configuration that
+/// has a peak on every dataset (an average over a subset would not be the table's).
 fn per_config_numbers(study: &Study, numbers: &mut Numbers) -> Result<(), ReportError> {
     let ar = study.ar_mean(MEMORY.value);
     for (c, config) in study.configs.iter().enumerate() {
-        let Some(memory) = study.mean_over_datasets(c, MEMORY.value) else {
+        let on_every_dataset =
+            (0..study.datasets.len()).all(|d| study.cell(c, d).and_then(MEMORY.value).is_some());
+        let Some(memory) = study
+            .mean_over_datasets(c, MEMORY.value)
+            .filter(|_| on_every_dataset)
+        else {
             continue;
         };
         let name = command_part(&config.label);
         numbers.define(
             format!("dtMemory{name}"),
             number(Some(memory), MEMORY.decimals),
-            format!("peak memory (MB) of {}, mean over datasets", config.label),
+            format!(
+                "peak memory (MB, {}) of {}, mean over datasets",
+                study.cell(c, 0).map_or("", |r| r.memory.kind.as_str()),
+                config.label
+            ),
         )?;
         if let (Some(ar), true) = (ar, config.method.name() != "ar") {
             numbers.define(

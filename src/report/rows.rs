@@ -19,17 +19,41 @@ pub struct RunRow {
     pub dataset: String,
     pub method: Method,
     pub max_new_tokens: u64,
+    /// Mean over prompts (each prompt's repeats averaged first), with the std over prompts and
+    /// the 95% interval half-width.
     pub throughput: f64,
+    pub throughput_std: f64,
     pub throughput_ci95: f64,
     pub speedup: f64,
+    /// 95% interval of the speedup, paired by prompt (see `aggregate`).
+    pub speedup_ci95: Option<(f64, f64)>,
     pub ttft_ms: f64,
+    pub ttft_ms_std: f64,
     pub tpot_ms: Option<f64>,
+    pub tpot_ms_std: Option<f64>,
     pub tokens_per_pass: Option<f64>,
-    pub acceptance: Option<f64>,
-    pub peak_heap_mb: Option<f64>,
+    pub draft_acceptance: Option<f64>,
+    pub paper_acceptance: Option<f64>,
+    pub mean_accepted_length: Option<f64>,
+    pub memory: MemoryRow,
+    pub generations: u64,
     pub lossless: Option<bool>,
     pub device: String,
     pub end_time: String,
+}
+
+/// A run's memory in MB and what it measured (`host_heap`, `gpu_allocated`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryRow {
+    pub kind: String,
+    pub device: String,
+    /// `None`: not measured on this device.
+    pub peak_mb: Option<f64>,
+    pub weights_target_mb: f64,
+    pub weights_draft_mb: f64,
+    pub kv_target_mb: f64,
+    pub kv_draft_mb: f64,
+    pub rest_mb: Option<f64>,
 }
 
 fn cell_f64(frame: &DataFrame, name: &str, i: usize) -> Result<Option<f64>, ReportError> {
@@ -52,19 +76,36 @@ pub fn by_id(summary: &DataFrame) -> Result<HashMap<String, RunRow>, ReportError
         let f = |name: &str| cell_f64(summary, name, i);
         let s = |name: &str| cell_str(summary, name, i);
         let id = s("id")?;
+        let memory = MemoryRow {
+            kind: s("memory_kind")?,
+            device: s("memory_device")?,
+            peak_mb: f("peak_memory_mb")?,
+            weights_target_mb: f("weights_target_mb")?.unwrap_or_default(),
+            weights_draft_mb: f("weights_draft_mb")?.unwrap_or_default(),
+            kv_target_mb: f("kv_target_mb")?.unwrap_or_default(),
+            kv_draft_mb: f("kv_draft_mb")?.unwrap_or_default(),
+            rest_mb: f("rest_mb")?,
+        };
         let row = RunRow {
             dataset_key: String::new(),
             dataset: s("dataset")?,
             method: Method::Ar,
             max_new_tokens: f("max_new_tokens")?.unwrap_or_default() as u64,
             throughput: f("throughput_mean")?.unwrap_or(f64::NAN),
+            throughput_std: f("throughput_std")?.unwrap_or(f64::NAN),
             throughput_ci95: f("throughput_ci95")?.unwrap_or(f64::NAN),
             speedup: f("speedup")?.unwrap_or(f64::NAN),
+            speedup_ci95: f("speedup_ci95_low")?.zip(f("speedup_ci95_high")?),
             ttft_ms: f("ttft_ms_mean")?.unwrap_or(f64::NAN),
+            ttft_ms_std: f("ttft_ms_std")?.unwrap_or(f64::NAN),
             tpot_ms: f("tpot_ms_mean")?,
+            tpot_ms_std: f("tpot_ms_std")?,
             tokens_per_pass: f("tokens_per_target_pass")?,
-            acceptance: f("acceptance_rate")?,
-            peak_heap_mb: f("peak_heap_mb")?,
+            draft_acceptance: f("draft_acceptance")?,
+            paper_acceptance: f("paper_acceptance")?,
+            mean_accepted_length: f("mean_accepted_length")?,
+            memory,
+            generations: f("generations")?.unwrap_or_default() as u64,
             lossless: summary.column("lossless")?.bool()?.get(i),
             device: format!("{} ({})", s("device_kind")?, s("device_name")?),
             end_time: s("end_time")?,

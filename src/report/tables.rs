@@ -1,26 +1,52 @@
 //! The appendix's tables, each a booktabs `tabular` ready for `\input`: `memory.tex` (the paper's
-//! Table 7 layout), `speedup.tex`, `main.tex`, `latency.tex` and `sweep.tex`.
+//! Table 7 layout), `memory_breakdown.tex`, `speedup.tex`, `main.tex`, `latency.tex` and
+//! `sweep.tex`.
 
 use super::latex::{
-    best_marks, cell, escape, number, row, signed_percent, tabular, Better, Header,
+    best_marks, cell, dataset_heading, escape, number, row, tabular, Better, Header,
 };
 use super::rows::{RunRow, Study};
+use super::ReportError;
 
-/// Every table as (file name, text).
-pub fn all(study: &Study, header: &Header) -> Vec<(&'static str, String)> {
-    vec![
-        ("memory.tex", memory(study, header)),
-        ("speedup.tex", speedup(study, header)),
-        ("main.tex", main(study, header)),
-        ("latency.tex", latency(study, header)),
-        ("sweep.tex", sweep(study, header)),
-    ]
+/// One table: its file stem, its text and the caption the appendix gives it.
+pub struct Table {
+    pub stem: &'static str,
+    pub text: String,
+    pub caption: String,
+}
+
+/// Every table, in appendix order.
+pub fn all(study: &Study, header: &Header) -> Result<Vec<Table>, ReportError> {
+    let memory = super::memory::MemoryTables::new(study)?;
+    let table = |stem, text, caption: &str| Table {
+        stem,
+        text,
+        caption: caption.to_string(),
+    };
+    Ok(vec![
+        table("main", main(study, header), r"Main results per dataset: throughput in generated tokens per second (mean $\pm$ standard deviation over prompts, each prompt's repeats averaged first), speedup over AR measured the same way, acceptance in both conventions (drafted: accepted $\div$ drafted tokens, as the paper's text defines it; paper: committed tokens including the target's own $\div$ (rounds $\times$ K, or D+2 for trees), as the authors' scripts compute it, which can exceed 100\%) and tokens committed per target forward pass. Best value per column in bold."),
+        table("speedup", speedup(study, header), "Cross-dataset comparison: throughput (t/s, mean over prompts) and speedup over AR measured the same way."),
+        table("latency", latency(study, header), r"Latency, mean $\pm$ standard deviation over prompts: time to first token (TTFT: prefill of target and draft and the first round) and time per output token after it (TPOT), in milliseconds."),
+        Table {
+            stem: "memory",
+            text: memory.peak(study, header),
+            caption: memory.peak_caption(),
+        },
+        Table {
+            stem: "memory_breakdown",
+            text: memory.breakdown(study, header),
+            caption: memory.breakdown_caption(),
+        },
+        table("sweep", sweep(study, header), "The best speculative configuration per generation length and dataset, by speedup."),
+    ])
 }
 
 /// A number column: how to read it off a run, how to print it, which way is better.
 pub struct Metric {
     pub title: &'static str,
     pub value: fn(&RunRow) -> Option<f64>,
+    /// The standard deviation printed after the value (`133.4 $\pm$ 0.5`), when there is one.
+    pub spread: Option<fn(&RunRow) -> Option<f64>>,
     pub decimals: usize,
     pub unit: &'static str,
     pub better: Better,
@@ -29,6 +55,7 @@ pub struct Metric {
 pub const THROUGHPUT: Metric = Metric {
     title: "Throughput (t/s)",
     value: |r| Some(r.throughput),
+    spread: None,
     decimals: 1,
     unit: "",
     better: Better::Higher,
@@ -36,13 +63,28 @@ pub const THROUGHPUT: Metric = Metric {
 pub const SPEEDUP: Metric = Metric {
     title: "Speedup",
     value: |r| Some(r.speedup),
+    spread: None,
     decimals: 2,
     unit: r"$\times$",
     better: Better::Higher,
 };
-pub const ACCEPTANCE: Metric = Metric {
-    title: r"Accept. (\%)",
-    value: |r| r.acceptance.map(|a| a * 100.0),
+/// Throughput as the paper's tables print it: mean ± std over prompts.
+pub const THROUGHPUT_SPREAD: Metric = Metric {
+    spread: Some(|r| Some(r.throughput_std)),
+    ..THROUGHPUT
+};
+pub const DRAFT_ACCEPTANCE: Metric = Metric {
+    title: r"Acc.\ drafted (\%)",
+    value: |r| r.draft_acceptance.map(|a| a * 100.0),
+    spread: None,
+    decimals: 1,
+    unit: "",
+    better: Better::Higher,
+};
+pub const PAPER_ACCEPTANCE: Metric = Metric {
+    title: r"Acc.\ paper (\%)",
+    value: |r| r.paper_acceptance.map(|a| a * 100.0),
+    spread: None,
     decimals: 1,
     unit: "",
     better: Better::Higher,
@@ -50,6 +92,7 @@ pub const ACCEPTANCE: Metric = Metric {
 pub const TOKENS_PER_PASS: Metric = Metric {
     title: "Tokens/Iter.",
     value: |r| r.tokens_per_pass,
+    spread: None,
     decimals: 2,
     unit: "",
     better: Better::Higher,
@@ -57,6 +100,7 @@ pub const TOKENS_PER_PASS: Metric = Metric {
 pub const TTFT: Metric = Metric {
     title: "TTFT (ms)",
     value: |r| Some(r.ttft_ms),
+    spread: Some(|r| Some(r.ttft_ms_std)),
     decimals: 2,
     unit: "",
     better: Better::Lower,
@@ -64,37 +108,67 @@ pub const TTFT: Metric = Metric {
 pub const TPOT: Metric = Metric {
     title: "TPOT (ms)",
     value: |r| r.tpot_ms,
+    spread: Some(|r| r.tpot_ms_std),
     decimals: 2,
     unit: "",
     better: Better::Lower,
 };
 pub const MEMORY: Metric = Metric {
     title: "Peak Memory (MB)",
-    value: |r| r.peak_heap_mb,
+    value: |r| r.memory.peak_mb,
+    spread: None,
     decimals: 2,
     unit: "",
     better: Better::Lower,
 };
 
-/// Columns of `values` (one inner vector per column) printed with best marks, as rows of cells.
-fn marked_columns(columns: &[(Vec<Option<f64>>, &Metric)]) -> Vec<Vec<String>> {
-    let n = columns.first().map_or(0, |(v, _)| v.len());
+/// A metric's values (and spreads) down the shown configurations on dataset `d`.
+pub struct MetricColumn<'a> {
+    pub values: Vec<Option<f64>>,
+    pub spreads: Vec<Option<f64>>,
+    pub metric: &'a Metric,
+}
+
+impl<'a> MetricColumn<'a> {
+    pub fn of(study: &Study, d: usize, metric: &'a Metric) -> Self {
+        let rows: Vec<Option<&RunRow>> = study.shown.iter().map(|&c| study.cell(c, d)).collect();
+        Self {
+            values: rows.iter().map(|r| r.and_then(metric.value)).collect(),
+            spreads: rows
+                .iter()
+                .map(|r| r.zip(metric.spread).and_then(|(r, f)| f(r)))
+                .collect(),
+            metric,
+        }
+    }
+}
+
+/// Columns printed with best marks (on the value, not its spread), as rows of cells.
+pub(super) fn marked_columns(columns: &[MetricColumn]) -> Vec<Vec<String>> {
+    let n = columns.first().map_or(0, |c| c.values.len());
     let marks: Vec<Vec<bool>> = columns
         .iter()
-        .map(|(values, m)| best_marks(values, m.decimals, m.better))
+        .map(|c| best_marks(&c.values, c.metric.decimals, c.metric.better))
         .collect();
     (0..n)
         .map(|i| {
             columns
                 .iter()
                 .zip(&marks)
-                .map(|((values, m), marks)| cell(values[i], m.decimals, m.unit, marks[i]))
+                .map(|(c, marks)| {
+                    let m = c.metric;
+                    let value = cell(c.values[i], m.decimals, m.unit, marks[i]);
+                    match c.spreads[i].filter(|_| c.values[i].is_some()) {
+                        Some(std) => format!(r"{value} $\pm$ {}", number(Some(std), m.decimals)),
+                        None => value,
+                    }
+                })
                 .collect()
         })
         .collect()
 }
 
-fn label(study: &Study, c: usize, bold_proposed: bool) -> String {
+pub(super) fn label(study: &Study, c: usize, bold_proposed: bool) -> String {
     let config = &study.configs[c];
     let text = escape(&config.label);
     if bold_proposed && config.proposed {
@@ -119,12 +193,7 @@ fn by_dataset(study: &Study, header: &Header, metrics: &[&Metric]) -> String {
     for d in 0..study.datasets.len() {
         for metric in metrics {
             second.push(metric.title.to_string());
-            let values = study
-                .shown
-                .iter()
-                .map(|&c| study.cell(c, d).and_then(metric.value))
-                .collect();
-            columns.push((values, *metric));
+            columns.push(MetricColumn::of(study, d, metric));
         }
     }
     let cells = marked_columns(&columns);
@@ -151,27 +220,22 @@ fn latency(study: &Study, header: &Header) -> String {
 
 /// One block of rows per dataset: throughput, speedup, acceptance and tokens per iteration.
 fn main(study: &Study, header: &Header) -> String {
-    let metrics = [&THROUGHPUT, &SPEEDUP, &ACCEPTANCE, &TOKENS_PER_PASS];
+    let metrics = [
+        &THROUGHPUT_SPREAD,
+        &SPEEDUP,
+        &DRAFT_ACCEPTANCE,
+        &PAPER_ACCEPTANCE,
+        &TOKENS_PER_PASS,
+    ];
     let mut body = Vec::new();
     for (d, (_, name)) in study.datasets.iter().enumerate() {
         if d > 0 {
             body.push(r"\midrule".to_string());
         }
-        body.push(format!(
-            r"\multicolumn{{{}}}{{l}}{{\textit{{{}}}}} \\",
-            metrics.len() + 1,
-            escape(name)
-        ));
+        body.push(dataset_heading(metrics.len() + 1, name));
         let columns: Vec<_> = metrics
             .iter()
-            .map(|m| {
-                let values = study
-                    .shown
-                    .iter()
-                    .map(|&c| study.cell(c, d).and_then(m.value))
-                    .collect();
-                (values, *m)
-            })
+            .map(|m| MetricColumn::of(study, d, m))
             .collect();
         for (&c, cells) in study.shown.iter().zip(marked_columns(&columns)) {
             body.push(row(&[vec![label(study, c, false)], cells].concat()));
@@ -179,57 +243,8 @@ fn main(study: &Study, header: &Header) -> String {
     }
     let mut head = vec!["Method".to_string()];
     head.extend(metrics.iter().map(|m| m.title.to_string()));
-    tabular(header, "lrrrr", &[row(&head)], &body)
-}
-
-/// The paper's Table 7: peak memory per dataset, its average and the signed change vs AR.
-fn memory(study: &Study, header: &Header) -> String {
-    let n = study.datasets.len();
-    let mut columns: Vec<(Vec<Option<f64>>, &Metric)> = (0..n)
-        .map(|d| {
-            let values = study
-                .shown
-                .iter()
-                .map(|&c| study.cell(c, d).and_then(MEMORY.value))
-                .collect();
-            (values, &MEMORY)
-        })
-        .collect();
-    let averages: Vec<Option<f64>> = study
-        .shown
-        .iter()
-        .map(|&c| study.mean_over_datasets(c, MEMORY.value))
-        .collect();
-    let ar_average = study.ar_mean(MEMORY.value);
-    columns.push((averages.clone(), &MEMORY));
-    let body: Vec<String> = study
-        .shown
-        .iter()
-        .zip(marked_columns(&columns))
-        .zip(&averages)
-        .map(|((&c, cells), average)| {
-            let change = if study.configs[c].method.name() == "ar" {
-                "---".to_string()
-            } else {
-                signed_percent(average.zip(ar_average).map(|(a, b)| (a / b - 1.0) * 100.0))
-            };
-            row(&[vec![label(study, c, true)], cells, vec![change]].concat())
-        })
-        .collect();
-    let mut top = vec![
-        String::new(),
-        format!(r"\multicolumn{{{n}}}{{c}}{{Peak Memory (MB)}}"),
-    ];
-    top.extend([String::new(), String::new()]);
-    let mut second = vec!["Method".to_string()];
-    second.extend(study.datasets.iter().map(|(_, name)| escape(name)));
-    second.extend(["Average (MB)".to_string(), "Rel. Change vs AR".to_string()]);
-    let head = vec![
-        row(&top),
-        format!(r"\cmidrule(lr){{2-{}}}", n + 1),
-        row(&second),
-    ];
-    tabular(header, &format!("l{}rr", "r".repeat(n)), &head, &body)
+    let spec = format!("l{}", "r".repeat(metrics.len()));
+    tabular(header, &spec, &[row(&head)], &body)
 }
 
 /// The best speculative configuration per generation length and dataset, over every length
