@@ -113,7 +113,7 @@ impl MemoryTables {
             return format!("Peak memory breakdown: {}.", escape(&self.not_measured()));
         }
         format!(
-            "What the peak ({}) is made of, in MB: the weights of target and draft, the key/value caches of target and draft at their largest (sized by what the generation uses) and the rest (activations, logits, tree bookkeeping) = peak $-$ the others; then the change of the peak against AR on the same dataset.",
+            "What the peak ({}) is made of, in MB: the weights of target and draft, the key/value caches of target and draft at their largest (sized by what the generation uses) and the rest (activations, logits, tree bookkeeping and whatever else the process holds, such as the tokenizer) = peak $-$ the others; then the change of the peak against AR on the same dataset.",
             escape(&self.what())
         )
     }

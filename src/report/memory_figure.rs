@@ -6,9 +6,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::figures::{
-    color, draw_category_labels, draw_legend, err, label_width, text_style, DrawResult,
-};
+use super::figures::{color, draw_category_labels, err, label_width, text_style, DrawResult};
 use super::rows::{RunRow, Study};
 
 /// One bar: a configuration on a dataset, and AR's peak on that dataset.
@@ -37,17 +35,21 @@ fn bars(study: &Study) -> Vec<Bar<'_>> {
     out
 }
 
-/// The stacked segments of a bar, in drawing order, with their legend names.
-fn segments(run: &RunRow) -> [(&'static str, f64); 4] {
+const PART_NAMES: [&str; 4] = [
+    "weights (target + draft)",
+    "KV cache, target",
+    "KV cache, draft",
+    "rest",
+];
+
+/// The stacked segments of a bar in MB, in drawing order (that of [`PART_NAMES`]).
+fn segments(run: &RunRow) -> [f64; 4] {
     let m = &run.memory;
     [
-        (
-            "weights (target + draft)",
-            m.weights_target_mb + m.weights_draft_mb,
-        ),
-        ("KV cache, target", m.kv_target_mb),
-        ("KV cache, draft", m.kv_draft_mb),
-        ("rest", m.rest_mb.unwrap_or(0.0).max(0.0)),
+        m.weights_target_mb + m.weights_draft_mb,
+        m.kv_target_mb,
+        m.kv_draft_mb,
+        m.rest_mb.unwrap_or(0.0).max(0.0),
     ]
 }
 
@@ -64,9 +66,30 @@ pub(super) fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, study: &St
         )
         .map_err(err)?;
     let bars = bars(study);
+    let (legend, area) = area.split_vertically(56);
+    draw_parts_legend(&legend)?;
     let (left, right) = area.split_horizontally(area.dim_in_pixel().0 * 62 / 100);
     stacked(&left, &bars)?;
     change(&right, &bars)
+}
+
+/// The parts' colours in one row above the panels, where no bar can hide under them.
+fn draw_parts_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> DrawResult {
+    let names = PART_NAMES;
+    let style = text_style(28).pos(Pos::new(HPos::Left, VPos::Center));
+    let width = area.dim_in_pixel().0 as i32;
+    let slot = width / (names.len() as i32 + 1);
+    for (part, name) in names.iter().enumerate() {
+        let x = slot / 2 + slot * part as i32;
+        area.draw(&Rectangle::new(
+            [(x, 16), (x + 28, 44)],
+            color(part).filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(name.to_string(), (x + 38, 30), style.clone()))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 fn category_chart<'a, DB: DrawingBackend>(
@@ -112,8 +135,7 @@ fn stacked<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, bars: &[Bar]) -> D
         .iter()
         .map(|b| b.run.memory.peak_mb.unwrap_or(0.0))
         .fold(0.0, f64::max)
-        // Room on the right for the legend.
-        * 1.5;
+        * 1.05;
     let mut chart = category_chart(
         area,
         0.0..x_max.max(1e-9),
@@ -128,25 +150,17 @@ fn stacked<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, bars: &[Bar]) -> D
             .enumerate()
             .map(|(i, b)| {
                 let parts = segments(b.run);
-                let start: f64 = parts[..part].iter().map(|(_, v)| v).sum();
+                let start: f64 = parts[..part].iter().sum();
                 let y = y_of(i);
                 Rectangle::new(
-                    [(start, y - 0.38), (start + parts[part].1, y + 0.38)],
+                    [(start, y - 0.38), (start + parts[part], y + 0.38)],
                     color(part).filled(),
                 )
             })
             .collect();
-        let name = bars.first().map_or("", |b| segments(b.run)[part].0);
-        chart
-            .draw_series(rects)
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 10), (x + 24, y + 10)], color(part).filled())
-            });
+        chart.draw_series(rects).map_err(err)?;
     }
-    draw_category_labels(&chart, area, &labels)?;
-    draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 26)
+    draw_category_labels(&chart, area, &labels)
 }
 
 /// The peak minus AR's on the same dataset, MB on the axis and % beside each bar.
