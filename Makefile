@@ -3,7 +3,7 @@
 CARGO ?= cargo
 FIXTURE ?= tests/fixtures/tiny-neox
 
-.PHONY: all build release test system-deps fmt-check clippy unit reproduce demo demo-hub generate-demo bench bench-grid bench-hf clean
+.PHONY: all build release test system-deps fmt-check clippy unit reproduce reproduce-published demo demo-published demo-hub generate-demo bench bench-grid bench-hf clean
 
 all: build
 
@@ -58,9 +58,17 @@ $(REPORT)/appendix.pdf: $(REPORT)/appendix.tex $(REPORT)/numbers.tex $(wildcard 
 	cd $(REPORT) && $(PDFLATEX) -interaction=nonstopmode -halt-on-error appendix.tex >/dev/null
 	@echo "wrote $@"
 
+# The published paper's protocol (1500 tokens, Fixed Tree vs adaptive DynaTree).
+reproduce-published:
+	$(MAKE) --no-print-directory reproduce EXPERIMENT=experiments/published.toml REPORT=$(REPORT)/published
+
 # The same chain offline on the fixture pair and the datasets in datasets/, every method.
 demo:
 	$(MAKE) --no-print-directory reproduce EXPERIMENT=$(DEMO_EXPERIMENT) REPORT=$(REPORT)/demo
+
+# The published protocol in miniature, offline: every published table and figure.
+demo-published:
+	$(MAKE) --no-print-directory reproduce EXPERIMENT=experiments/tiny-published.toml REPORT=$(REPORT)/demo-published
 
 # The same chain on Pythia-70M -> Pythia-160M from the hub (needs the network once).
 demo-hub:
@@ -68,7 +76,7 @@ demo-hub:
 
 # One generation per method on the trained fixture pair; each prints AR's tokens.
 generate-demo: release
-	@for m in ar linear dynatree hf_assisted; do \
+	@for m in ar linear fixed_tree dynatree hf_assisted; do \
 	  $(DYNATREE) generate --target $(FIXTURE)/target --draft $(FIXTURE)/draft \
 	    --method $$m --prompt "The history of the city" --max-new-tokens 48; \
 	done

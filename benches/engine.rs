@@ -78,6 +78,7 @@ fn measure(
         stop_at_eos: false,
         eos_token_id: None,
         vocab_limit: target.config().vocab_size,
+        trace_trees: false,
     };
     let prompt = prompt(target.config().vocab_size as u32);
     let run = || decode::generate(method, target, draft, &prompt, &settings).expect("generation");
@@ -143,7 +144,7 @@ fn tiny_pair(opts: &Options) {
         opts.tokens, opts.repeats
     );
     let tree = |depth, branch, tau, max_nodes| {
-        Method::Dynatree(TreeParams {
+        Method::FixedTree(TreeParams {
             depth,
             branch,
             tau,
@@ -155,9 +156,13 @@ fn tiny_pair(opts: &Options) {
         ("linear k=4", Method::Linear { k: 4 }),
         ("linear k=6", Method::Linear { k: 6 }),
         ("linear k=7", Method::Linear { k: 7 }),
-        ("dynatree D=6 B=2 tau=0.03 N=32", tree(6, 2, 0.03, 32)),
-        ("dynatree D=7 B=2 tau=0.05 N=32", tree(7, 2, 0.05, 32)),
-        ("dynatree D=4 B=3 tau=0.05 N=16", tree(4, 3, 0.05, 16)),
+        ("fixed_tree D=6 B=2 tau=0.05 N=32", tree(6, 2, 0.05, 32)),
+        ("fixed_tree D=7 B=2 tau=0.05 N=32", tree(7, 2, 0.05, 32)),
+        ("fixed_tree D=8 B=3 tau=0.1 N=256", tree(8, 3, 0.1, 256)),
+        (
+            "dynatree (defaults)",
+            Method::default_of("dynatree").expect("registered"),
+        ),
         (
             "hf_assisted n=5 heuristic",
             Method::HfAssisted {

@@ -1,4 +1,4 @@
-//! Plan speed: parses and expands a 100,000-point DynaTree grid (depth 1..=50 x branch 1..=20 x
+//! Plan speed: parses and expands a 100,000-point Fixed Tree grid (depth 1..=50 x branch 1..=20 x
 //! 100 tau values, one dataset, with excludes), gives every point its run id, and prints the
 //! time of each stage. Expansion must stay linear in the number of points; this is the check.
 //!
@@ -15,7 +15,7 @@ fn list<T: ToString>(values: impl Iterator<Item = T>) -> String {
     values.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// A manifest with 100,000 DynaTree points, minus 2 x 100 excluded (depth 50 x branch 20, and
+/// A manifest with 100,000 Fixed Tree points, minus 2 x 100 excluded (depth 50 x branch 20, and
 /// depth 1 x branch 1), plus AR.
 fn manifest_text() -> String {
     let depth = list(1..=50);
@@ -41,8 +41,8 @@ max_chars = 100
 max_new_tokens = 8
 [sweep]
 dataset = ["text"]
-method = ["dynatree"]
-[sweep.dynatree]
+method = ["fixed_tree"]
+[sweep.fixed_tree]
 depth = [{depth}]
 branch = [{branch}]
 tau = [{tau}]
@@ -51,7 +51,7 @@ max_nodes = [32]
 depth = 50
 branch = 20
 [[sweep.exclude]]
-method = "dynatree"
+method = "fixed_tree"
 depth = 1
 branch = 1
 "#

@@ -4,11 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::bench::runner::RunOptions;
 use crate::cluster::SlurmOptions;
-use crate::decode::Schedule;
 
 const ABOUT: &str =
     "Speculative-decoding experiments on GPT-NeoX (Pythia): AR, linear speculative \
@@ -38,6 +37,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     Generate(GenerateArgs),
+    Methods(MethodsArgs),
     Check(CheckArgs),
     Plan(PlanArgs),
     Run(RunArgs),
@@ -254,13 +254,14 @@ pub struct WhyArgs {
     pub artifacts: ArtifactsArg,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum MethodName {
-    Ar,
-    Linear,
-    Dynatree,
-    #[value(name = "hf_assisted")]
-    HfAssisted,
+/// List the decoding methods with their parameters, defaults and what they do.
+#[derive(Args)]
+#[command(
+    after_help = "Example:\n  dynatree methods\n  dynatree generate --method fixed_tree -p depth=8 -p branch=3 ..."
+)]
+pub struct MethodsArgs {
+    #[command(flatten)]
+    pub format: FormatArg,
 }
 
 /// Generate greedily from a prompt with one decoding method.
@@ -269,7 +270,7 @@ pub enum MethodName {
 /// AR's tokens.
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  dynatree generate --target tests/fixtures/tiny-neox/target --draft tests/fixtures/tiny-neox/draft \\\n      --method dynatree --prompt \"The history of the city\" --max-new-tokens 48"
+    after_help = "Example:\n  dynatree generate --target tests/fixtures/tiny-neox/target --draft tests/fixtures/tiny-neox/draft \\\n      --method dynatree -p max_nodes=64 --prompt \"The history of the city\" --max-new-tokens 48"
 )]
 pub struct GenerateArgs {
     /// Target model: a local directory or a hub id `org/name[@revision]`.
@@ -281,32 +282,14 @@ pub struct GenerateArgs {
     /// tokenizer.json to use instead of the target's.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    pub method: MethodName,
-    /// linear: draft tokens per round [default: 6].
+    /// ar, linear, fixed_tree, dynatree or hf_assisted (`dynatree methods` lists them with their
+    /// parameters and defaults).
     #[arg(long)]
-    pub k: Option<usize>,
-    /// dynatree: tree depth [default: 6].
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// dynatree: children per node [default: 2].
-    #[arg(long)]
-    pub branch: Option<usize>,
-    /// dynatree: prune paths whose cumulative draft probability is below this [default: 0.03].
-    #[arg(long)]
-    pub tau: Option<f64>,
-    /// dynatree: node budget [default: 32].
-    #[arg(long)]
-    pub max_nodes: Option<usize>,
-    /// hf_assisted: initial draft tokens per round [default: 5].
-    #[arg(long)]
-    pub num_assistant_tokens: Option<usize>,
-    /// hf_assisted: heuristic or constant [default: heuristic].
-    #[arg(long)]
-    pub schedule: Option<Schedule>,
-    /// hf_assisted: stop drafting after a token below this draft probability [default: 0].
-    #[arg(long)]
-    pub confidence_threshold: Option<f64>,
+    pub method: String,
+    /// A parameter of the method, `name=value`; repeatable. Unset parameters take the defaults
+    /// `dynatree methods` shows.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
     /// Prompt text, encoded with the target's tokenizer.
     #[arg(
         long,

@@ -5,18 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::ValueEnum;
 use serde_json::json;
 
 use crate::bench::runner::{self, short};
 use crate::bench::{self, PlannedRun};
 use crate::cli::{
-    AggregateArgs, CheckArgs, FetchArgs, GenerateArgs, ManifestArg, MethodName, PlanArgs,
+    AggregateArgs, CheckArgs, FetchArgs, GenerateArgs, ManifestArg, MethodsArgs, PlanArgs,
     PromptsArgs, ReportArgs, RunArgs, StatusArgs, SubmitArgs, SummaryArgs, VerifyArgs, WhyArgs,
 };
 use crate::data::lock::{Lock, Recorded};
 use crate::data::{self, DataError};
-use crate::decode::{Method, Schedule, TreeParams};
+use crate::decode::{method_names, method_spec, GenerationSettings, Method, METHODS};
 use crate::engine::{Engine, EngineSpec};
 use crate::manifest::{self, DatasetSource, Manifest, ModelRef};
 use crate::model::{parse_device, parse_dtype, HubSettings, ModelFiles, ModelSource};
@@ -253,24 +252,45 @@ pub fn prompts(args: &PromptsArgs) -> Result<ExitCode> {
     let as_json = args.format.json;
     let hub = HubSettings::from_env();
     for (name, spec) in &manifest.datasets {
-        let prompts =
-            data::dataset_prompts(spec, &manifest.prompts, manifest.experiment.seed, &hub)
-                .with_context(|| format!("dataset {name}"))?;
-        if !as_json {
-            println!("== {name} ({}): {} prompts", spec.label, prompts.len());
-        }
-        for (index, prompt) in prompts.iter().enumerate() {
-            let chars = prompt.text.chars().count();
-            if as_json {
-                let line = json!({"dataset": name, "index": index, "sha256": prompt.sha256, "chars": chars, "text": prompt.text});
-                println!("{line}");
-            } else {
-                println!("[{index}] sha256:{} {chars} chars", prompt.sha256);
-                println!("{}\n", prompt.text);
-            }
+        for &max_chars in manifest.prompts.max_chars_on(name) {
+            let prompts = data::dataset_prompts(
+                spec,
+                manifest.prompts.count,
+                max_chars,
+                manifest.experiment.seed,
+                &hub,
+            )
+            .with_context(|| format!("dataset {name}"))?;
+            print_prompts(name, spec, max_chars, &prompts, as_json);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_prompts(
+    name: &str,
+    spec: &crate::manifest::DatasetSpec,
+    max_chars: usize,
+    prompts: &[data::Prompt],
+    as_json: bool,
+) {
+    if !as_json {
+        println!(
+            "== {name} ({}): {} prompts of at most {max_chars} characters",
+            spec.label,
+            prompts.len()
+        );
+    }
+    for (index, prompt) in prompts.iter().enumerate() {
+        let chars = prompt.text.chars().count();
+        if as_json {
+            let line = json!({"dataset": name, "max_chars": max_chars, "index": index, "sha256": prompt.sha256, "chars": chars, "text": prompt.text});
+            println!("{line}");
+        } else {
+            println!("[{index}] sha256:{} {chars} chars", prompt.sha256);
+            println!("{}\n", prompt.text);
+        }
+    }
 }
 
 /// `dynatree status`.
@@ -525,7 +545,10 @@ pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
         (None, Some(ids)) => ids.clone(),
         (None, None) => unreachable!("clap requires one of --prompt and --prompt-ids"),
     };
-    let settings = engine.settings(args.max_new_tokens, args.stop_at_eos);
+    let settings = GenerationSettings {
+        trace_trees: method.is_tree(),
+        ..engine.settings(args.max_new_tokens, args.stop_at_eos)
+    };
     let generation = engine.generate(&method, &prompt, &settings)?;
     let report = engine.report(&method, prompt, generation)?;
     if args.format.json {
@@ -541,60 +564,60 @@ pub fn generate(args: &GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The method `generate` was asked for, refusing parameters of other methods.
+/// The method `generate` was asked for: `--method` with its `--param name=value`s, the rest
+/// the registry's defaults.
 fn generate_method(args: &GenerateArgs) -> Result<Method> {
-    let name = args
-        .method
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
-    let given = |flag: &str, present: bool, allowed: bool| -> Result<()> {
-        if present && !allowed {
-            bail!("--{flag} does not apply to --method {name}");
+    let spec = method_spec(&args.method).with_context(|| {
+        format!(
+            "--method: unknown method {:?}; expected one of {}",
+            args.method,
+            method_names()
+        )
+    })?;
+    let mut given = Vec::with_capacity(args.params.len());
+    for pair in &args.params {
+        let (name, text) = pair
+            .split_once('=')
+            .with_context(|| format!("--param {pair:?}: expected NAME=VALUE"))?;
+        let param = spec
+            .param(name.trim())
+            .ok_or_else(|| anyhow::anyhow!("--param {pair:?}: {}", spec.unknown_param(name)))?;
+        let value = param
+            .parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("--param {pair:?}: {e}"))?;
+        given.push((param.name, value));
+    }
+    spec.build_with(&given).map_err(anyhow::Error::msg)
+}
+
+/// `dynatree methods`: the registry, for people or as JSON.
+pub fn methods(args: &MethodsArgs) -> Result<ExitCode> {
+    for spec in &METHODS {
+        if args.format.json {
+            let params: Vec<serde_json::Value> = spec
+                .params
+                .iter()
+                .map(|p| {
+                    serde_json::json!({"name": p.name, "default": p.default,
+                        "expected": p.kind.expected(), "help": p.help})
+                })
+                .collect();
+            let line = serde_json::json!({"method": spec.name, "label": spec.label,
+                "needs_draft": spec.needs_draft, "help": spec.help, "params": params});
+            println!("{line}");
+            continue;
         }
-        Ok(())
-    };
-    let (linear, tree, hf) = match args.method {
-        MethodName::Ar => (false, false, false),
-        MethodName::Linear => (true, false, false),
-        MethodName::Dynatree => (false, true, false),
-        MethodName::HfAssisted => (false, false, true),
-    };
-    given("k", args.k.is_some(), linear)?;
-    given("depth", args.depth.is_some(), tree)?;
-    given("branch", args.branch.is_some(), tree)?;
-    given("tau", args.tau.is_some(), tree)?;
-    given("max-nodes", args.max_nodes.is_some(), tree)?;
-    given(
-        "num-assistant-tokens",
-        args.num_assistant_tokens.is_some(),
-        hf,
-    )?;
-    given("schedule", args.schedule.is_some(), hf)?;
-    given(
-        "confidence-threshold",
-        args.confidence_threshold.is_some(),
-        hf,
-    )?;
-    let method = match args.method {
-        MethodName::Ar => Method::Ar,
-        MethodName::Linear => Method::Linear {
-            k: args.k.unwrap_or(6),
-        },
-        MethodName::Dynatree => Method::Dynatree(TreeParams {
-            depth: args.depth.unwrap_or(6),
-            branch: args.branch.unwrap_or(2),
-            tau: args.tau.unwrap_or(0.03),
-            max_nodes: args.max_nodes.unwrap_or(32),
-        }),
-        MethodName::HfAssisted => Method::HfAssisted {
-            num_assistant_tokens: args.num_assistant_tokens.unwrap_or(5),
-            schedule: args.schedule.unwrap_or(Schedule::Heuristic),
-            confidence_threshold: args.confidence_threshold.unwrap_or(0.0),
-        },
-    };
-    method.validate().map_err(anyhow::Error::msg)?;
-    Ok(method)
+        println!("{} ({}): {}", spec.name, spec.label, spec.help);
+        for p in spec.params {
+            println!(
+                "    {:<22} {:<12} {}",
+                p.name,
+                p.default.to_string(),
+                p.help
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn engine_spec(args: &GenerateArgs) -> Result<EngineSpec> {

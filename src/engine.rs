@@ -110,6 +110,7 @@ impl Engine {
             stop_at_eos,
             eos_token_id: self.target.config().eos_token_id,
             vocab_limit: self.vocab_limit(),
+            trace_trees: false,
         }
     }
 

@@ -2,12 +2,13 @@
 //!
 //! The order is stable, because result files and tables follow it:
 //! - datasets in `sweep.dataset` order (the outer loop);
-//! - in each dataset, the generation lengths in `generation.max_new_tokens` order;
-//! - in each dataset and length, AR first (always, exactly once: every speculative method is compared with
+//! - in each dataset, its prompt caps in `prompts.max_chars` order, and within each cap the
+//!   generation lengths in `generation.max_new_tokens` order;
+//! - in each dataset, cap and length, AR first (always, exactly once: every speculative method is compared with
 //!   it, so it is added when not listed), then the methods in `sweep.method` order;
-//! - within a method, its axes in the fixed order of `manifest::axis_specs` (linear: k;
-//!   dynatree: depth, branch, tau, max_nodes; hf_assisted: num_assistant_tokens, schedule,
-//!   confidence_threshold), the last varying fastest, values in the order written. A zip group
+//! - within a method, its axes (on that dataset: `[sweep.METHOD.dataset.NAME]` replaces some)
+//!   in the registry's order (`decode::METHODS`; e.g. fixed_tree: depth, branch, tau,
+//!   max_nodes), the last varying fastest, values in the order written. A zip group
 //!   takes the place of its first axis in that order and steps its axes together.
 //!
 //! Points matching an `[[sweep.exclude]]` are dropped. Expansion is linear in the number of
@@ -18,16 +19,29 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::decode::{Method, TreeParams};
-use crate::manifest::{axis_specs, Exclude, Location, Manifest, ManifestError, MethodAxes, Param};
+use crate::decode::{method_spec, Method, Param, METHODS};
+use crate::manifest::{axis_specs, Exclude, Location, Manifest, ManifestError, MethodAxes};
 
-/// The most axes any method has (dynatree).
-const MAX_AXES: usize = 4;
+/// The most axes any method has.
+const MAX_AXES: usize = max_params();
+
+const fn max_params() -> usize {
+    let (mut i, mut most) = (0, 0);
+    while i < METHODS.len() {
+        if METHODS[i].params.len() > most {
+            most = METHODS[i].params.len();
+        }
+        i += 1;
+    }
+    most
+}
 
 /// One run: a method with all its parameters, on one dataset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GridPoint {
     pub dataset: String,
+    /// One of the dataset's `prompts.max_chars`.
+    pub max_chars: usize,
     /// One of `generation.max_new_tokens`.
     pub max_new_tokens: usize,
     pub method: Method,
@@ -43,31 +57,41 @@ type PointKey = (usize, &'static str, [u64; MAX_AXES]);
 pub fn expand(manifest: &Manifest) -> Result<Vec<GridPoint>, ManifestError> {
     let sweep = &manifest.sweep;
     let file = manifest.path.as_path();
-    let plans = sweep
-        .method
-        .iter()
-        .filter(|m| m.method != "ar")
-        .map(|m| Plan::new(m, file))
-        .collect::<Result<Vec<_>, _>>()?;
+    let speculative = || sweep.method.iter().filter(|m| !m.axes.is_empty());
+    let plans_on = |dataset: &str| {
+        speculative()
+            .map(|m| Plan::new(m.on(dataset), file))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let lengths = &manifest.generation.max_new_tokens;
-    let blocks = sweep.dataset.len() * lengths.len();
-    let per_block = 1 + plans.iter().map(Plan::len).sum::<usize>();
+    let caps = |dataset: &str| manifest.prompts.max_chars_on(dataset);
+    let mut total = 0;
+    for dataset in &sweep.dataset {
+        let per_block = 1 + plans_on(dataset)?.iter().map(Plan::len).sum::<usize>();
+        total += per_block * lengths.len() * caps(dataset).len();
+    }
     let mut out = Output {
-        points: Vec::with_capacity(per_block * blocks),
-        seen: HashSet::with_capacity(per_block * blocks),
+        points: Vec::with_capacity(total),
+        seen: HashSet::with_capacity(total),
         matched: vec![false; sweep.exclude.len()],
     };
-    for (d, dataset) in sweep.dataset.iter().enumerate() {
-        for (l, &length) in lengths.iter().enumerate() {
-            let block = Block {
-                index: d * lengths.len() + l,
-                dataset,
-                length,
-            };
-            out.push(&block, Method::Ar, [0; MAX_AXES]);
-            for plan in &plans {
-                let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
-                plan.expand(&block, &filter, &mut out, file)?;
+    let mut index = 0;
+    for dataset in &sweep.dataset {
+        let plans = plans_on(dataset)?;
+        for &max_chars in caps(dataset) {
+            for &length in lengths {
+                let block = Block {
+                    index,
+                    dataset,
+                    max_chars,
+                    length,
+                };
+                index += 1;
+                out.push(&block, Method::Ar, [0; MAX_AXES]);
+                for plan in &plans {
+                    let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
+                    plan.expand(&block, &filter, &mut out, file)?;
+                }
             }
         }
     }
@@ -87,10 +111,11 @@ struct Output {
     matched: Vec<bool>,
 }
 
-/// A dataset and a generation length: the unit the methods repeat over.
+/// A dataset, a prompt cap and a generation length: the unit the methods repeat over.
 struct Block<'a> {
     index: usize,
     dataset: &'a str,
+    max_chars: usize,
     length: usize,
 }
 
@@ -104,6 +129,7 @@ impl Output {
         );
         self.points.push(GridPoint {
             dataset: block.dataset.to_string(),
+            max_chars: block.max_chars,
             max_new_tokens: block.length,
             method,
         });
@@ -173,10 +199,12 @@ impl<'m> Plan<'m> {
                 }
             }
             if !filter.drops(&bits, &mut out.matched) {
-                let method = build(name, &params);
-                method
-                    .validate()
-                    .map_err(|e| invalid(file, format!("sweep.{name}: {e}")))?;
+                let method = method_spec(name)
+                    .expect("check_shape knows the method")
+                    .build(&params[..self.axes.axes.len()])
+                    .map_err(|e| {
+                        invalid(file, format!("sweep.{name} on {}: {e}", block.dataset))
+                    })?;
                 out.push(block, method, bits);
             }
             step(&mut rows, &self.lens);
@@ -219,13 +247,15 @@ fn check_shape(m: &MethodAxes, file: &Path) -> Result<(), ManifestError> {
         ));
     }
     for (axis, spec) in m.axes.iter().zip(specs) {
-        let well_typed = axis.values.iter().all(|v| v.kind() == spec.kind);
+        let well_typed = axis.values.iter().all(|v| spec.check(v).is_ok());
         if axis.values.is_empty() || !well_typed {
             return Err(invalid(
                 file,
                 format!(
-                    "sweep.{}.{}: needs at least one value, all of kind {:?}",
-                    m.method, axis.name, spec.kind
+                    "sweep.{}.{}: needs at least one value, each {}",
+                    m.method,
+                    axis.name,
+                    spec.kind.expected()
                 ),
             ));
         }
@@ -254,27 +284,6 @@ fn zip_groups(m: &MethodAxes, file: &Path) -> Result<Vec<Vec<usize>>, ManifestEr
         }
     }
     Ok(indices)
-}
-
-/// The method of a point from its axis values (validated by `check_shape`).
-fn build(name: &str, p: &[Param; MAX_AXES]) -> Method {
-    let count = |i: usize| p[i].as_count().expect("count axis");
-    let probability = |i: usize| p[i].as_probability().expect("probability axis");
-    match name {
-        "linear" => Method::Linear { k: count(0) },
-        "dynatree" => Method::Dynatree(TreeParams {
-            depth: count(0),
-            branch: count(1),
-            tau: probability(2),
-            max_nodes: count(3),
-        }),
-        "hf_assisted" => Method::HfAssisted {
-            num_assistant_tokens: count(0),
-            schedule: p[1].as_schedule().expect("schedule axis"),
-            confidence_threshold: probability(2),
-        },
-        other => unreachable!("check_shape rejects method {other:?}"),
-    }
 }
 
 /// The excludes that apply to one method on one dataset, indexed for O(1) lookups per point:
@@ -343,8 +352,8 @@ fn constraints(rule: &Exclude, m: &MethodAxes) -> Option<Vec<(usize, u64)>> {
         .iter()
         .map(|(name, value)| {
             let a = m.axes.iter().position(|axis| axis.name == *name)?;
-            let kind = m.axes[a].values.first().map(Param::kind);
-            (kind == Some(value.kind())).then(|| (a, value.bits()))
+            let spec = axis_specs(m.method).get(a)?;
+            spec.check(value).is_ok().then(|| (a, value.bits()))
         })
         .collect::<Option<Vec<_>>>()?;
     constraints.sort_unstable();
@@ -416,8 +425,8 @@ max_new_tokens = 4
         let m = manifest_with(
             r#"[sweep]
 dataset = ["a", "b"]
-method = ["dynatree"]
-[sweep.dynatree]
+method = ["fixed_tree"]
+[sweep.fixed_tree]
 depth = [2, 3]
 branch = [1, 2]
 tau = [0.1, 0.2]
@@ -429,7 +438,7 @@ zip = [["max_nodes", "depth"]]
         let shape: Vec<(usize, usize, f64, usize)> = points[1..9]
             .iter()
             .map(|p| match p.method {
-                Method::Dynatree(t) => (t.depth, t.branch, t.tau, t.max_nodes),
+                Method::FixedTree(t) => (t.depth, t.branch, t.tau, t.max_nodes),
                 _ => panic!("not dynatree"),
             })
             .collect();
@@ -527,7 +536,7 @@ dataset = "a"
         let err = expand(&m).unwrap_err().to_string();
         assert_eq!(
             err,
-            "t.toml: sweep.linear: linear k must be at least 1, got 0"
+            "t.toml: sweep.linear.k: needs at least one value, each an integer >= 1"
         );
 
         let mut m = manifest_with(

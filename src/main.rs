@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let result = match &Cli::parse().command {
         Command::Generate(args) => commands::generate(args),
+        Command::Methods(args) => commands::methods(args),
         Command::Check(args) => commands::check(args),
         Command::Plan(args) => commands::plan(args),
         Command::Run(args) => commands::run(args),

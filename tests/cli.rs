@@ -44,20 +44,21 @@ fn json_output_has_every_field_and_ar_tokens() {
     let expected = serde_json::json!(case.target_greedy);
     for method in [
         vec!["--method", "ar"],
-        vec!["--method", "linear", "--k", "4"],
+        vec!["--method", "linear", "-p", "k=4"],
         vec![
             "--method",
-            "dynatree",
-            "--depth",
-            "6",
-            "--branch",
-            "2",
-            "--tau",
-            "0.03",
-            "--max-nodes",
-            "32",
+            "fixed_tree",
+            "-p",
+            "depth=6",
+            "--param",
+            "branch=2",
+            "-p",
+            "tau=0.03",
+            "-p",
+            "max_nodes=32",
         ],
-        vec!["--method", "hf_assisted", "--schedule", "constant"],
+        vec!["--method", "dynatree", "-p", "window=4"],
+        vec!["--method", "hf_assisted", "-p", "schedule=constant"],
     ] {
         let out = generate_json(&method, &ids, case.target_greedy.len());
         assert_eq!(out["tokens"], expected, "{method:?}");
@@ -81,8 +82,57 @@ fn json_output_has_every_field_and_ar_tokens() {
         assert_eq!(rounds.is_empty(), method[1] == "ar");
         assert!(rounds
             .iter()
-            .all(|r| r["drafted"].is_u64() && r["accepted"].is_u64()));
+            .all(|r| r["drafted"].is_u64() && r["accepted"].is_u64() && r["committed"].is_u64()));
+        let committed: u64 = rounds
+            .iter()
+            .map(|r| r["committed"].as_u64().unwrap())
+            .sum();
+        assert!(
+            method[1] == "ar" || committed == 48,
+            "{method:?}: committed adds up"
+        );
+        // Trees report each round's tree in the reference's layout; DynaTree its base depth.
+        let is_tree = method[1].ends_with("tree");
+        for r in rounds {
+            let tree = &r["tree"];
+            assert_eq!(tree.is_object(), is_tree, "{method:?}");
+            if is_tree {
+                let n = r["drafted"].as_u64().unwrap() as usize;
+                assert_eq!(tree["tokens"].as_array().unwrap().len(), n);
+                assert_eq!(tree["parents"][0], -1, "the root hangs off the prefix");
+            }
+            assert_eq!(r["base_depth"].is_u64(), method[1] == "dynatree");
+        }
     }
+}
+
+#[test]
+fn methods_lists_the_registry() {
+    let out = dynatree(&["methods", "--json"]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ar", "linear", "fixed_tree", "dynatree", "hf_assisted"]
+    );
+    let dynatree = &lines[3]["params"];
+    let default_of = |name: &str| {
+        dynatree
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["default"].clone())
+    };
+    assert_eq!(default_of("max_depth"), Some(serde_json::json!(8)));
+    assert_eq!(default_of("rho_deep"), Some(serde_json::json!(0.5)));
 }
 
 #[test]
@@ -147,20 +197,34 @@ fn bad_invocations_explain_themselves() {
         "--max-new-tokens",
         "4",
     ];
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (
-            &["--method", "ar", "--k", "3"],
-            "--k does not apply to --method ar",
+            &["--method", "beam"],
+            "unknown method \"beam\"; expected one of ar, linear, fixed_tree, dynatree",
+        ),
+        (
+            &["--method", "fixed_tree", "-p", "k=3"],
+            "method fixed_tree has no parameter \"k\"; its parameters are depth, branch",
+        ),
+        (
+            &["--method", "dynatree", "-p", "b_min=4"],
+            "needs b_min <= b_mid <= b_max",
+        ),
+        (
+            &["--method", "ar", "-p", "k=3"],
+            "method ar takes no parameters, got \"k\"",
         ),
         (&["--method", "linear"], "needs --draft"),
         (
-            &["--method", "dynatree", "--draft", "nowhere", "--tau", "0.1"],
+            &[
+                "--method", "dynatree", "--draft", "nowhere", "-p", "tau=0.1",
+            ],
             "neither an existing directory nor a hub id",
         ),
         (&["--method", "ar", "--dtype", "f8"], "unknown dtype"),
         (
-            &["--method", "linear", "--k", "0", "--draft", "x/y"],
-            "k must be at least 1",
+            &["--method", "linear", "-p", "k=0", "--draft", "x/y"],
+            "k must be an integer >= 1, got 0",
         ),
         (
             &["--method", "ar", "--device", "tpu"],

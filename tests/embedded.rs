@@ -120,9 +120,9 @@ fn a_copy_of_the_checkout_alone_runs_its_offline_manifest() {
         output(&mut cmd)
     };
     let manifest = "experiments/tiny.toml";
-    assert!(ok(dynatree(&["check", manifest])).contains("ok, 16 runs"));
+    assert!(ok(dynatree(&["check", manifest])).contains("ok, 18 runs"));
     let plan = ok(dynatree(&["plan", manifest]));
-    assert_eq!(plan.lines().count(), 16, "{plan}");
+    assert_eq!(plan.lines().count(), 18, "{plan}");
     let prompts = ok(dynatree(&["prompts", manifest, "--json"]));
     assert_eq!(
         prompts.lines().count(),

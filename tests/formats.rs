@@ -42,6 +42,7 @@ fn greedy(model: &GptNeox, prompt: &[u32], n: usize) -> Vec<u32> {
         stop_at_eos: false,
         eos_token_id: Some(0),
         vocab_limit: model.config().vocab_size,
+        trace_trees: false,
     };
     decode::generate(&Method::Ar, model, None, prompt, &settings)
         .unwrap()

@@ -46,7 +46,7 @@ fn speculative_peaks_stay_within_the_draft_cache_of_ars() {
     );
     let methods = [
         Method::Linear { k: 6 },
-        Method::Dynatree(TreeParams {
+        Method::FixedTree(TreeParams {
             depth: 6,
             branch: 2,
             tau: 0.0,

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{chain, last_logits, max_abs_diff, pair, reference, run};
-use dynatree::decode::{self, Method, Schedule, TreeParams};
+use dynatree::decode::{self, Method, Param, Schedule, TreeParams};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -120,7 +120,7 @@ fn linear_is_lossless_for_every_k() {
 }
 
 #[test]
-fn dynatree_is_lossless_across_shapes() {
+fn fixed_tree_is_lossless_across_shapes() {
     let shapes = [
         (6, 2, 0.03, 32),
         (7, 2, 0.05, 32),
@@ -131,7 +131,7 @@ fn dynatree_is_lossless_across_shapes() {
     ];
     for (i, case) in reference().cases.iter().enumerate() {
         for (depth, branch, tau, max_nodes) in shapes {
-            let method = Method::Dynatree(TreeParams {
+            let method = Method::FixedTree(TreeParams {
                 depth,
                 branch,
                 tau,
@@ -142,7 +142,40 @@ fn dynatree_is_lossless_across_shapes() {
             assert!(g
                 .rounds
                 .iter()
-                .all(|r| r.drafted <= max_nodes && r.accepted <= depth));
+                .all(|r| r.drafted <= max_nodes && r.accepted <= depth + 1));
+        }
+    }
+}
+
+#[test]
+fn dynatree_is_lossless_with_every_component_on_or_off() {
+    let spec = dynatree::decode::method_spec("dynatree").unwrap();
+    for (i, case) in reference().cases.iter().enumerate() {
+        for breadth in [true, false] {
+            for depth in [true, false] {
+                for window in [0, 3, 10] {
+                    let method = spec
+                        .build_with(&[
+                            ("dynamic_breadth", Param::Switch(breadth)),
+                            ("dynamic_depth", Param::Switch(depth)),
+                            ("window", Param::Count(window)),
+                            ("max_nodes", Param::Count(16)),
+                            ("target_acceptance", Param::Probability(0.2)),
+                        ])
+                        .unwrap();
+                    let g = run(&method, &case.prompt_ids, case.target_greedy.len());
+                    assert_eq!(
+                        g.tokens,
+                        case.target_greedy,
+                        "case {i} {}",
+                        method.describe()
+                    );
+                    assert!(g
+                        .rounds
+                        .iter()
+                        .all(|r| r.drafted <= 16 && r.base_depth.is_some()));
+                }
+            }
         }
     }
 }
@@ -172,7 +205,7 @@ fn stop_at_eos_ends_every_method_at_the_same_token() {
     let methods = [
         Method::Ar,
         Method::Linear { k: 6 },
-        Method::Dynatree(TreeParams {
+        Method::FixedTree(TreeParams {
             depth: 6,
             branch: 2,
             tau: 0.03,

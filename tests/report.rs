@@ -45,15 +45,18 @@ stop_at_eos = false
 
 [sweep]
 dataset = ["pg19", "wikitext2"]
-method = ["ar", "linear", "dynatree", "hf_assisted"]
+method = ["ar", "linear", "fixed_tree", "dynatree", "hf_assisted"]
 
 [sweep.linear]
 k = [3]
 
-[sweep.dynatree]
+[sweep.fixed_tree]
 depth = [2, 4]
 branch = [2]
 tau = [0.0, 0.05]
+max_nodes = [16]
+
+[sweep.dynatree]
 max_nodes = [16]
 "#,
         models = models_toml(),
@@ -63,7 +66,7 @@ max_nodes = [16]
 }
 
 /// Runs per generation length; the main tables show the first length's.
-const RUNS: usize = 14;
+const RUNS: usize = 16;
 const LENGTHS: usize = 2;
 
 struct Fixture {
@@ -346,20 +349,25 @@ fn table(name: &str) -> String {
 fn config_of_label(label: &str) -> String {
     let label = label.replace("\\textbf{", "").replace('}', "");
     match label.as_str() {
-        "AR (baseline)" => "ar".into(),
-        "Linear K=3" => "linear k=3".into(),
+        "AR" => "ar".into(),
+        "Linear Spec (K=3)" => "linear k=3".into(),
+        "DynaTree" => dynatree::decode::method_spec("dynatree")
+            .unwrap()
+            .build_with(&[("max_nodes", dynatree::decode::Param::Count(16))])
+            .unwrap()
+            .describe(),
         "HF Assisted" => {
             "hf_assisted num_assistant_tokens=5 schedule=heuristic confidence_threshold=0".into()
         }
         other => {
             let inner = other
-                .strip_prefix("DynaTree (D=")
+                .strip_prefix("Fixed Tree (D=")
                 .and_then(|r| r.strip_suffix(')'))
                 .unwrap_or_else(|| panic!("unexpected label {other}"));
             let parts: Vec<&str> = inner.split(", ").collect();
             let tau = parts[2].trim_start_matches("$\\tau$=");
             format!(
-                "dynatree depth={} branch=2 tau={tau} max_nodes=16",
+                "fixed_tree depth={} branch=2 tau={tau} max_nodes=16",
                 parts[0]
             )
         }
@@ -379,10 +387,15 @@ fn speedup_and_main_tables_parse_back_to_summary_csv() {
             let (i, frame) = &rows[&(dataset.to_string(), config.clone())];
             let throughput = f64_at(frame, "throughput_mean", *i).unwrap();
             let ratio = f64_at(frame, "speedup", *i).unwrap();
+            let std = f64_at(frame, "throughput_std", *i).unwrap();
+            let (mean_cell, std_cell) = cells[1 + 2 * d]
+                .split_once(" $\\pm$ ")
+                .expect("the published layout: mean $\\pm$ std");
             assert_eq!(
-                parse_cell(&cells[1 + 2 * d]),
+                parse_cell(mean_cell),
                 Some((throughput * 10.0).round() / 10.0)
             );
+            assert_eq!(parse_cell(std_cell), Some((std * 10.0).round() / 10.0));
             assert_eq!(
                 parse_cell(&cells[2 + 2 * d]),
                 Some((ratio * 100.0).round() / 100.0)
@@ -479,9 +492,17 @@ fn memory_table_has_the_exact_table_7_structure() {
     let rows = body_rows(&tex);
     let summary = summary_rows();
     assert_eq!(rows.len(), RUNS / 2);
-    assert_eq!(rows[0][0], "AR (baseline)");
+    assert_eq!(rows[0][0], "AR");
     assert_eq!(rows[0][4], "0.00\\%", "the paper prints AR's own change");
-    let ar_average = parse_cell(&rows[0][3]).unwrap();
+    // From summary.csv, unrounded: the table's change is computed before rounding.
+    let ar_average = ["PG-19", "WikiText-2"]
+        .iter()
+        .map(|d| {
+            let (i, frame) = &summary[&(d.to_string(), "ar".to_string())];
+            f64_at(frame, "peak_memory_mb", *i).unwrap()
+        })
+        .sum::<f64>()
+        / 2.0;
     for cells in &rows {
         assert_eq!(cells.len(), 5);
         let config = config_of_label(&cells[0]);
@@ -549,7 +570,7 @@ fn numbers_define_every_command_the_appendix_cites() {
     let fx = fixture();
     let numbers = std::fs::read_to_string(fx.report().join("numbers.tex")).unwrap();
     let appendix = std::fs::read_to_string(fx.report().join("appendix.tex")).unwrap();
-    assert!(numbers.contains("\\newcommand{\\dtSpeedupLinearKThreePGOneNine}{"));
+    assert!(numbers.contains("\\newcommand{\\dtSpeedupLinearSpecKThreePGOneNine}{"));
     assert!(numbers.contains("\\newcommand{\\dtBestSpeedupWikiTextTwo}{"));
     for cited in appendix.split("\\dt").skip(1) {
         let name: String = cited
@@ -596,11 +617,11 @@ fn figures_are_non_empty_png_and_svg_with_their_titles() {
         ("memory", "Peak memory (host heap) and its parts"),
         (
             "sweep_depth",
-            "DynaTree sweep: throughput against Tree depth D",
+            "Fixed Tree sweep: throughput against Tree depth D",
         ),
         (
             "sweep_tau",
-            "DynaTree sweep: throughput against Pruning threshold τ",
+            "Fixed Tree sweep: throughput against Pruning threshold τ",
         ),
     ];
     for (name, title) in titles {
@@ -797,7 +818,7 @@ fn a_run_that_is_not_lossless_is_not_reported() {
 fn a_result_without_a_lossless_flag_is_not_reported() {
     let dir = tempfile::tempdir().unwrap();
     let artifacts = copied_artifacts(dir.path());
-    let tree = first_id("dynatree");
+    let tree = first_id("fixed_tree");
     let store = dynatree::store::Store::open(&artifacts).unwrap();
     let mut result = store.read_result(&tree).unwrap().unwrap();
     result.as_object_mut().unwrap().remove("lossless");

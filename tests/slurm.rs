@@ -348,12 +348,12 @@ stop_at_eos = false
 
 [sweep]
 dataset = ["wikitext2"]
-method = ["ar", "linear", "dynatree"]
+method = ["ar", "linear", "fixed_tree"]
 
 [sweep.linear]
 k = [2]
 
-[sweep.dynatree]
+[sweep.fixed_tree]
 depth = [3]
 branch = [2]
 tau = [0.0]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// exactly (1e-30), so a lossy reader would make the stored result look stale.
 fn config(n: u64) -> Value {
     json!({
-        "method": "dynatree",
+        "method": "fixed_tree",
         "params": {"depth": 6, "branch": 2, "tau": 0.03, "max_nodes": 32},
         "models": {"target": "EleutherAI/pythia-2.8b", "draft": "EleutherAI/pythia-70m"},
         "prompt": n,

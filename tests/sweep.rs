@@ -39,12 +39,12 @@ stop_at_eos = false
 
 [sweep]
 dataset = ["wikitext2"]
-method = ["ar", "linear", "dynatree", "hf_assisted"]
+method = ["ar", "linear", "fixed_tree", "hf_assisted"]
 
 [sweep.linear]
 k = [2, 4]
 
-[sweep.dynatree]
+[sweep.fixed_tree]
 depth = [3]
 branch = [2]
 tau = [0.0]

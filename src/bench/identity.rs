@@ -13,7 +13,7 @@ use crate::model::{HubSettings, ModelFiles, ModelSource};
 use crate::store;
 
 /// Bump whenever the engine's numbers for the same inputs would change.
-pub const ENGINE_VERSION: u32 = 2;
+pub const ENGINE_VERSION: u32 = 3;
 
 /// Identities shared by every run of a manifest, resolved once.
 pub struct Resolved {
@@ -36,7 +36,7 @@ pub fn run_config(manifest: &Manifest, point: &GridPoint, resolved: &Resolved) -
         "dataset": resolved.datasets.get(&point.dataset).cloned().unwrap_or(Value::Null),
         "prompts": {
             "count": manifest.prompts.count,
-            "max_chars": manifest.prompts.max_chars,
+            "max_chars": point.max_chars,
             "seed": manifest.experiment.seed,
         },
         "method": point.method.name(),

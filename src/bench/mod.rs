@@ -55,9 +55,10 @@ impl PlannedRun {
     /// `dataset method key=value ... max_new_tokens=N`, for people.
     pub fn label(&self) -> String {
         format!(
-            "{} {} max_new_tokens={}",
+            "{} {} max_chars={} max_new_tokens={}",
             self.point.dataset,
             self.point.method.describe(),
+            self.point.max_chars,
             self.point.max_new_tokens
         )
     }
@@ -72,6 +73,7 @@ impl PlannedRun {
             "max_new_tokens".into(),
             self.point.max_new_tokens.to_string(),
         );
+        fields.insert("max_chars".into(), self.point.max_chars.to_string());
         if let Some(params) = self.point.method.params().as_object() {
             for (k, v) in params {
                 fields.insert(

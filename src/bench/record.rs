@@ -27,8 +27,8 @@ pub struct Record {
     pub drafted: usize,
     /// Drafted tokens the target accepted, the target's own token of each round not counted.
     pub accepted: usize,
-    /// The authors' acceptance: (accepted + rounds) / (rounds × slots), slots = K or D + 2
-    /// ([`Method::paper_acceptance_slots`]); it can exceed 1.
+    /// The authors' acceptance: (accepted + rounds) / Σ slots over rounds, slots = K, D + 2 or
+    /// D0 + 2 ([`Method::paper_acceptance_slots`]); it can exceed 1.
     pub paper_acceptance: Option<f64>,
     pub draft_s: f64,
     pub verify_s: f64,
@@ -74,10 +74,14 @@ impl Record {
         };
         let rounds = generation.rounds.len();
         let accepted: usize = generation.rounds.iter().map(|r| r.accepted).sum();
-        let paper_acceptance = method
-            .paper_acceptance_slots()
+        let slots: Option<usize> = generation
+            .rounds
+            .iter()
+            .map(|r| method.paper_acceptance_slots(r.base_depth))
+            .sum();
+        let paper_acceptance = slots
             .filter(|&slots| rounds > 0 && slots > 0)
-            .map(|slots| (accepted + rounds) as f64 / (rounds * slots) as f64);
+            .map(|slots| (accepted + rounds) as f64 / slots as f64);
         Self {
             prompt_index: at.prompt_index,
             prompt_sha256: at.prompt_sha256.to_string(),

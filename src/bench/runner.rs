@@ -222,23 +222,29 @@ struct Reference {
 /// A dataset's prompts, tokenized, and the AR outputs every other method must reproduce.
 #[derive(Default)]
 struct PromptSets {
-    prompts: HashMap<String, Vec<(Prompt, Vec<u32>)>>,
+    /// (dataset, prompt cap) → its prompts, tokenized.
+    prompts: HashMap<(String, usize), Vec<TokenizedPrompt>>,
     /// AR baseline id → its outputs.
     reference: HashMap<String, Reference>,
 }
 
+/// A prompt and its token ids.
+type TokenizedPrompt = (Prompt, Vec<u32>);
+
 impl PromptSets {
     fn get(
         &mut self,
-        dataset: &str,
+        point: &crate::grid::GridPoint,
         manifest: &Manifest,
         engine: &Engine,
         hub: &HubSettings,
-    ) -> Result<&[(Prompt, Vec<u32>)], BenchError> {
-        if !self.prompts.contains_key(dataset) {
+    ) -> Result<&[TokenizedPrompt], BenchError> {
+        let key = (point.dataset.clone(), point.max_chars);
+        if !self.prompts.contains_key(&key) {
             let prompts = data::dataset_prompts(
-                &manifest.datasets[dataset],
-                &manifest.prompts,
+                &manifest.datasets[&point.dataset],
+                manifest.prompts.count,
+                point.max_chars,
                 manifest.experiment.seed,
                 hub,
             )?;
@@ -246,9 +252,9 @@ impl PromptSets {
                 .into_iter()
                 .map(|p| engine.encode(&p.text).map(|ids| (p, ids)))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.prompts.insert(dataset.to_string(), tokenized);
+            self.prompts.insert(key.clone(), tokenized);
         }
-        Ok(&self.prompts[dataset])
+        Ok(&self.prompts[&key])
     }
 }
 
@@ -264,9 +270,7 @@ fn execute(
 ) -> Result<Option<RunResult>, BenchError> {
     let method = &run.point.method;
     let settings = engine.settings(run.point.max_new_tokens, manifest.generation.stop_at_eos);
-    let set = prompts
-        .get(&run.point.dataset, manifest, engine, hub)?
-        .to_vec();
+    let set = prompts.get(&run.point, manifest, engine, hub)?.to_vec();
     let reference = reference_outputs(run, engine, prompts, store, &set, &settings)?;
     let (warmup, repeats) = (manifest.experiment.warmup, manifest.experiment.repeats);
     progress.set_tokens(set.len() * (warmup + repeats) * settings.max_new_tokens);

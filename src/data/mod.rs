@@ -22,7 +22,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{DatasetSpec, PromptRules};
+use crate::manifest::DatasetSpec;
 use crate::model::HubSettings;
 
 /// Bump when a rule above changes: every run's identity includes it.
@@ -176,11 +176,12 @@ pub fn fetch_hub_file(
 }
 
 /// A dataset's prompts as every run draws them: its files fetched and verified
-/// ([`fetch::dataset_files`]), their texts loaded, and the manifest's prompt rules and seed
-/// applied. `dynatree run` and `dynatree prompts` both use this.
+/// ([`fetch::dataset_files`]), their texts loaded, and the manifest's prompt count, one of its
+/// caps and its seed applied. `dynatree run` and `dynatree prompts` both use this.
 pub fn dataset_prompts(
     spec: &DatasetSpec,
-    rules: &PromptRules,
+    count: usize,
+    max_chars: usize,
     seed: u64,
     hub: &HubSettings,
 ) -> Result<Vec<Prompt>, DataError> {
@@ -194,8 +195,8 @@ pub fn dataset_prompts(
     }
     let request = PromptRequest {
         kind: &spec.kind,
-        count: rules.count,
-        max_chars: rules.max_chars,
+        count,
+        max_chars,
         seed,
     };
     build_prompts(&texts, &request, &first_path)

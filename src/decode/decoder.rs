@@ -4,8 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::method::TreeParams;
-use super::tree::{select_level, top_k_log_probs, Candidate, DraftTree};
+use super::tree::{top_k_log_probs, DraftTree, TreePolicy};
 use crate::model::{chain_parents, GptNeox, KvCache, Result};
 
 /// Invariant between rounds: the target's cache holds `seq` except its pending tail (at least
@@ -109,57 +108,54 @@ impl<'m> Decoder<'m> {
         }
     }
 
-    /// Grows a DynaTree draft breadth-first (see [`TreeParams`]).
-    pub fn draft_tree(&mut self, params: &TreeParams) -> Result<DraftTree> {
+    /// Grows a tree breadth first as `policy` says: the root is the draft's top-1 token after
+    /// the committed sequence; each level runs the nodes to expand through the draft (one pass,
+    /// tree mask) and appends their most probable children in insertion order until the tree
+    /// holds `max_nodes`.
+    pub fn grow_tree(&mut self, policy: &impl TreePolicy) -> Result<DraftTree> {
         let mut tree = DraftTree::default();
-        if params.depth == 0 {
-            return Ok(tree);
-        }
-        let mut logits = self.draft_catch_up()?;
-        let mut frontier: Vec<(Option<usize>, f64)> = vec![(None, 0.0)];
-        for level in 0..params.depth {
-            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
-            let candidates = frontier
+        let logits = self.draft_catch_up()?;
+        let (token, log_prob) = top_k_log_probs(&logits.to_vec2::<f32>()?[0], self.vocab, 1)[0];
+        let mut frontier = vec![(tree.push(token, None), log_prob)];
+        let mut depth = 0;
+        while tree.len() < policy.max_nodes() {
+            // Every expanded node adds at least one child, so no more than the budget left
+            // need a draft pass.
+            let expanded: Vec<(usize, f64)> = frontier
                 .iter()
-                .zip(&rows)
-                .flat_map(|(&(parent, base), row)| {
-                    top_k_log_probs(row, self.vocab, params.branch)
-                        .into_iter()
-                        .map(move |(token, lp)| Candidate {
-                            parent,
-                            token,
-                            log_prob: base + lp,
-                        })
-                })
+                .copied()
+                .filter(|&(_, lp)| policy.expands(depth, lp))
+                .take(policy.max_nodes() - tree.len())
                 .collect();
-            let chosen = select_level(candidates, params, params.max_nodes - tree.len());
-            frontier = chosen
-                .iter()
-                .map(|c| (Some(tree.push(c.token, c.parent)), c.log_prob))
-                .collect();
-            if frontier.is_empty() || level + 1 == params.depth || tree.len() == params.max_nodes {
+            if expanded.is_empty() {
                 break;
             }
-            logits = self.draft_level(&mut tree, &frontier)?;
+            let nodes: Vec<usize> = expanded.iter().map(|&(n, _)| n).collect();
+            let rows: Vec<Vec<f32>> = self.draft_level(&mut tree, &nodes)?.to_vec2()?;
+            frontier.clear();
+            for (&(node, base), row) in expanded.iter().zip(&rows) {
+                let confidence = top_k_log_probs(row, self.vocab, 1)[0].1.exp();
+                let room = policy.max_nodes() - tree.len();
+                let children = policy.breadth(confidence).min(room);
+                for (token, lp) in top_k_log_probs(row, self.vocab, children) {
+                    frontier.push((tree.push(token, Some(node)), base + lp));
+                }
+            }
+            depth += 1;
         }
         Ok(tree)
     }
 
     /// Runs one level of tree nodes through the draft; returns their logits.
-    fn draft_level(
-        &mut self,
-        tree: &mut DraftTree,
-        frontier: &[(Option<usize>, f64)],
-    ) -> Result<Tensor> {
+    fn draft_level(&mut self, tree: &mut DraftTree, nodes: &[usize]) -> Result<Tensor> {
         let (model, cache) = self
             .draft
             .as_mut()
             .expect("draft_catch_up checked the draft");
         let first_slot = cache.speculative_len();
-        let mut tokens = Vec::with_capacity(frontier.len());
-        let mut parents = Vec::with_capacity(frontier.len());
-        for (j, &(node, _)) in frontier.iter().enumerate() {
-            let node = node.expect("frontier holds tree nodes");
+        let mut tokens = Vec::with_capacity(nodes.len());
+        let mut parents = Vec::with_capacity(nodes.len());
+        for (j, &node) in nodes.iter().enumerate() {
             tokens.push(tree.tokens[node]);
             parents
                 .push(tree.parents[node].map_or(-1, |p| tree.draft_slots[p].expect("fed") as i32));

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::{method_spec, MethodSpec, Param};
+
 /// How `hf_assisted` adapts the number of draft tokens between rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,7 +27,9 @@ impl std::str::FromStr for Schedule {
     }
 }
 
-/// DynaTree's tree shape: depth, branching, probability floor and node budget.
+/// The authors' static tree (`TreeSpeculativeGeneratorV2`): the draft's top-1 token is the root;
+/// levels 1..=depth breadth first, every node whose cumulative draft probability reaches `tau`
+/// gets its `branch` most probable children, until the tree holds `max_nodes`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TreeParams {
     pub depth: usize,
@@ -34,6 +38,30 @@ pub struct TreeParams {
     pub max_nodes: usize,
 }
 
+/// The published DynaTree (`...AdaptiveV2`/`V3`): breadth from the draft's confidence, depth
+/// gated by path probability, base depth and thresholds adapted from recent rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveParams {
+    pub base_depth: usize,
+    pub max_depth: usize,
+    pub b_min: usize,
+    pub b_mid: usize,
+    pub b_max: usize,
+    pub tau_h: f64,
+    pub tau_l: f64,
+    pub rho_stop: f64,
+    pub rho_deep: f64,
+    pub tau: f64,
+    pub max_nodes: usize,
+    pub window: usize,
+    pub target_acceptance: f64,
+    pub step: f64,
+    pub dynamic_breadth: bool,
+    pub dynamic_depth: bool,
+}
+
+/// A decoding method with all its parameters. The fields are the registry's parameter names
+/// (`registry::METHODS`), which builds, checks and defaults them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Method {
@@ -41,7 +69,8 @@ pub enum Method {
     Linear {
         k: usize,
     },
-    Dynatree(TreeParams),
+    FixedTree(TreeParams),
+    Dynatree(AdaptiveParams),
     HfAssisted {
         num_assistant_tokens: usize,
         schedule: Schedule,
@@ -50,59 +79,72 @@ pub enum Method {
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 4] = ["ar", "linear", "dynatree", "hf_assisted"];
+    /// The registry's defaults for `name`.
+    pub fn default_of(name: &str) -> Option<Self> {
+        let spec = method_spec(name)?;
+        Some(spec.build(&spec.defaults()).expect("defaults are valid"))
+    }
 
     /// transformers 4.38-era defaults the paper ran with.
     pub fn hf_assisted_default() -> Self {
-        Self::HfAssisted {
-            num_assistant_tokens: 5,
-            schedule: Schedule::Heuristic,
-            confidence_threshold: 0.0,
-        }
+        Self::default_of("hf_assisted").expect("hf_assisted is registered")
+    }
+
+    pub fn spec(&self) -> &'static MethodSpec {
+        method_spec(self.name()).expect("every method is registered")
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Ar => "ar",
             Self::Linear { .. } => "linear",
+            Self::FixedTree(_) => "fixed_tree",
             Self::Dynatree(_) => "dynatree",
             Self::HfAssisted { .. } => "hf_assisted",
         }
     }
 
+    pub fn is_baseline(&self) -> bool {
+        matches!(self, Self::Ar)
+    }
+
+    /// Whether it drafts trees (verified with a tree mask) rather than chains.
+    pub fn is_tree(&self) -> bool {
+        matches!(self, Self::FixedTree(_) | Self::Dynatree(_))
+    }
+
     /// The per-round denominator of the authors' acceptance (committed tokens, bonus included,
-    /// over rounds × this): K for linear, D + 2 for trees as their tree scripts divide. `None`
-    /// where their scripts report no acceptance (AR, HF assisted).
-    pub fn paper_acceptance_slots(&self) -> Option<usize> {
+    /// over this): K for linear, D + 2 for trees as their tree scripts divide, with D the base
+    /// depth in force for DynaTree. `None` where their scripts report no acceptance.
+    pub fn paper_acceptance_slots(&self, base_depth: Option<usize>) -> Option<usize> {
         match self {
             Self::Linear { k } => Some(*k),
-            Self::Dynatree(p) => Some(p.depth + 2),
+            Self::FixedTree(p) => Some(p.depth + 2),
+            Self::Dynatree(p) => Some(base_depth.unwrap_or(p.base_depth) + 2),
             Self::Ar | Self::HfAssisted { .. } => None,
         }
     }
 
-    /// `name key=value ...` with parameters in their natural order, for people.
+    /// `name key=value ...` with parameters in registry order, for people.
     pub fn describe(&self) -> String {
-        match self {
-            Self::Ar => "ar".into(),
-            Self::Linear { k } => format!("linear k={k}"),
-            Self::Dynatree(p) => format!(
-                "dynatree depth={} branch={} tau={} max_nodes={}",
-                p.depth, p.branch, p.tau, p.max_nodes
-            ),
-            Self::HfAssisted {
-                num_assistant_tokens,
-                schedule,
-                confidence_threshold,
-            } => format!(
-                "hf_assisted num_assistant_tokens={num_assistant_tokens} schedule={} confidence_threshold={confidence_threshold}",
-                serde_json::to_value(schedule).expect("schedules serialize").as_str().unwrap_or_default()
-            ),
+        let spec = self.spec();
+        let mut parts = vec![spec.name.to_string()];
+        for (p, v) in spec.params.iter().zip(self.values()) {
+            let shown = match v {
+                Param::Schedule(s) => serde_json::to_value(s)
+                    .expect("schedules serialize")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                other => other.to_string(),
+            };
+            parts.push(format!("{}={shown}", p.name));
         }
+        parts.join(" ")
     }
 
     pub fn needs_draft(&self) -> bool {
-        !matches!(self, Self::Ar)
+        self.spec().needs_draft
     }
 
     /// The parameters alone, as a JSON object (`{}` for AR).
@@ -114,43 +156,57 @@ impl Method {
         value
     }
 
-    /// Checks parameter ranges; the message names the offending parameter.
+    /// The parameter values in registry order.
+    pub fn values(&self) -> Vec<Param> {
+        let params = self.params();
+        self.spec()
+            .params
+            .iter()
+            .map(|p| Param::from_json(&params[p.name], p.kind).expect("fields match the registry"))
+            .collect()
+    }
+
+    /// The value of parameter `name`, if the method has it.
+    pub fn value(&self, name: &str) -> Option<Param> {
+        let at = self.spec().params.iter().position(|p| p.name == name)?;
+        Some(self.values()[at])
+    }
+
+    /// Checks ranges and the relations between parameters; the message names the parameter.
     pub fn validate(&self) -> Result<(), String> {
-        let at_least_one = |name: &str, v: usize| {
-            if v == 0 {
-                Err(format!("{} {name} must be at least 1, got 0", self.name()))
-            } else {
-                Ok(())
-            }
-        };
-        let probability = |name: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} {name} must be within [0, 1], got {v}",
-                    self.name()
-                ))
-            }
-        };
-        match *self {
-            Self::Ar => Ok(()),
-            Self::Linear { k } => at_least_one("k", k),
-            Self::Dynatree(p) => {
-                at_least_one("depth", p.depth)?;
-                at_least_one("branch", p.branch)?;
-                at_least_one("max_nodes", p.max_nodes)?;
-                probability("tau", p.tau)
-            }
-            Self::HfAssisted {
-                num_assistant_tokens,
-                confidence_threshold,
-                ..
-            } => {
-                at_least_one("num_assistant_tokens", num_assistant_tokens)?;
-                probability("confidence_threshold", confidence_threshold)
-            }
+        for (spec, value) in self.spec().params.iter().zip(self.values()) {
+            spec.check(&value)
+                .map_err(|e| format!("{} {e}", self.name()))?;
         }
+        match self {
+            Self::Dynatree(p) => p.validate_relations(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl AdaptiveParams {
+    fn validate_relations(&self) -> Result<(), String> {
+        let fail = |what: String| Err(format!("dynatree {what}"));
+        if !(self.b_min <= self.b_mid && self.b_mid <= self.b_max) {
+            return fail(format!(
+                "needs b_min <= b_mid <= b_max, got {} / {} / {}",
+                self.b_min, self.b_mid, self.b_max
+            ));
+        }
+        if self.tau_l > self.tau_h {
+            return fail(format!(
+                "needs tau_l <= tau_h, got tau_l = {} and tau_h = {}",
+                self.tau_l, self.tau_h
+            ));
+        }
+        if self.dynamic_depth && self.base_depth >= self.max_depth {
+            return fail(format!(
+                "needs base_depth < max_depth, got {} and {}",
+                self.base_depth, self.max_depth
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -158,27 +214,47 @@ impl Method {
 mod tests {
     use super::*;
 
-    #[test]
-    fn params_drop_the_tag() {
-        let m = Method::Dynatree(TreeParams {
+    fn fixed_tree() -> Method {
+        Method::FixedTree(TreeParams {
             depth: 6,
             branch: 2,
             tau: 0.03,
             max_nodes: 32,
-        });
+        })
+    }
+
+    #[test]
+    fn params_drop_the_tag() {
         assert_eq!(
-            m.params(),
+            fixed_tree().params(),
             serde_json::json!({"depth": 6, "branch": 2, "tau": 0.03, "max_nodes": 32})
         );
         assert_eq!(Method::Ar.params(), serde_json::json!({}));
         assert_eq!(
-            m.describe(),
-            "dynatree depth=6 branch=2 tau=0.03 max_nodes=32"
+            fixed_tree().describe(),
+            "fixed_tree depth=6 branch=2 tau=0.03 max_nodes=32"
         );
         assert_eq!(
             Method::hf_assisted_default().params()["schedule"],
             serde_json::json!("heuristic")
         );
+        assert_eq!(fixed_tree().value("tau"), Some(Param::Probability(0.03)));
+    }
+
+    #[test]
+    fn the_paper_defaults_are_the_registry_defaults() {
+        let Some(Method::Dynatree(p)) = Method::default_of("dynatree") else {
+            panic!("dynatree is registered");
+        };
+        assert_eq!((p.base_depth, p.max_depth), (5, 8));
+        assert_eq!((p.b_min, p.b_mid, p.b_max), (1, 2, 3));
+        assert_eq!(
+            (p.tau_h, p.tau_l, p.rho_stop, p.rho_deep),
+            (0.9, 0.4, 0.1, 0.5)
+        );
+        assert_eq!((p.tau, p.max_nodes, p.window), (0.05, 256, 10));
+        assert_eq!((p.target_acceptance, p.step), (0.7, 0.05));
+        assert!(p.dynamic_breadth && p.dynamic_depth);
     }
 
     #[test]
@@ -187,13 +263,21 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("k"));
-        let bad_tau = Method::Dynatree(TreeParams {
-            depth: 3,
-            branch: 2,
-            tau: 1.5,
-            max_nodes: 8,
-        });
+        let Method::FixedTree(p) = fixed_tree() else {
+            unreachable!()
+        };
+        let bad_tau = Method::FixedTree(TreeParams { tau: 1.5, ..p });
         assert!(bad_tau.validate().unwrap_err().contains("tau"));
         assert!("sometimes".parse::<Schedule>().is_err());
+        let Some(Method::Dynatree(d)) = Method::default_of("dynatree") else {
+            unreachable!()
+        };
+        let inverted = Method::Dynatree(AdaptiveParams { b_min: 4, ..d });
+        assert!(inverted.validate().unwrap_err().contains("b_min <= b_mid"));
+        let shallow = Method::Dynatree(AdaptiveParams { max_depth: 5, ..d });
+        assert!(shallow
+            .validate()
+            .unwrap_err()
+            .contains("base_depth < max_depth"));
     }
 }

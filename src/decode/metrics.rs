@@ -53,8 +53,11 @@ mod tests {
             drafted,
             depth: drafted,
             accepted,
+            committed: accepted + 1,
+            base_depth: None,
             draft_s: 0.1,
             verify_s: 0.2,
+            tree: None,
         };
         let g = Generation {
             tokens: vec![1; 9],

@@ -1,8 +1,11 @@
-//! The decode stage: AR, linear speculative, DynaTree and HF-assisted greedy generation.
+//! The decode stage: AR, linear speculative, Fixed Tree, DynaTree and HF-assisted greedy
+//! generation.
 
+mod adaptive;
 mod decoder;
 pub mod method;
 pub mod metrics;
+pub mod registry;
 pub mod tree;
 
 use std::time::Instant;
@@ -10,11 +13,14 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use decoder::argmax_rows;
-pub use method::{Method, Schedule, TreeParams};
+pub use method::{AdaptiveParams, Method, Schedule, TreeParams};
 pub use metrics::Metrics;
+pub use registry::{method_names, method_spec, MethodSpec, Param, ParamKind, ParamSpec, METHODS};
 
 use crate::model::{GptNeox, ModelError};
+use adaptive::AdaptiveState;
 use decoder::Decoder;
+use tree::DraftTree;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -39,18 +45,52 @@ pub struct GenerationSettings {
     pub eos_token_id: Option<u32>,
     /// Ids at or above this are never chosen (Pythia pads its embedding past the tokenizer).
     pub vocab_limit: usize,
+    /// Keep every round's drafted tree in `Round::tree` (`generate --json`); off in timed runs,
+    /// whose host memory it would add to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace_trees: bool,
 }
 
 /// One speculative round: draft, then one target pass.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Round {
     pub drafted: usize,
     /// Depth of the drafted tree (its length, for a chain).
     pub depth: usize,
     /// Draft tokens the target accepted (its own extra token not counted).
     pub accepted: usize,
+    /// Tokens the round added to the output: accepted + the target's own, cut to those still to
+    /// generate.
+    pub committed: usize,
+    /// DynaTree's base depth D0 in force this round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_depth: Option<usize>,
     pub draft_s: f64,
     pub verify_s: f64,
+    /// The drafted tree, when `GenerationSettings::trace_trees` asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeTrace>,
+}
+
+/// A drafted tree as the reference writes it: tokens in insertion order, each node's parent
+/// (-1 for a child of the committed sequence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeTrace {
+    pub tokens: Vec<u32>,
+    pub parents: Vec<i64>,
+}
+
+impl From<&DraftTree> for TreeTrace {
+    fn from(tree: &DraftTree) -> Self {
+        Self {
+            tokens: tree.tokens.clone(),
+            parents: tree
+                .parents
+                .iter()
+                .map(|p| p.map_or(-1, |p| p as i64))
+                .collect(),
+        }
+    }
 }
 
 /// The outcome of one generation.
@@ -100,37 +140,32 @@ fn run_rounds(
     let draft = draft.filter(|_| method.needs_draft());
     let mut decoder = Decoder::new(target, draft, prompt, settings.vocab_limit, prompt.len())?;
     let start = Instant::now();
-    let mut schedule = DraftSchedule::new(method);
+    let mut drafter = Drafter::new(method);
     let mut rounds = Vec::new();
     let mut passes = 0;
     let mut ttft_s = None;
-    while decoder.seq.len() - prompt.len() < settings.max_new_tokens {
-        let remaining = settings.max_new_tokens - (decoder.seq.len() - prompt.len());
+    let generated = |d: &Decoder| d.seq.len() - prompt.len();
+    while generated(&decoder) < settings.max_new_tokens {
+        let remaining = settings.max_new_tokens - generated(&decoder);
         let round_start = Instant::now();
-        let tree = match (method, schedule.length(remaining)) {
-            (Method::Ar, _) => Default::default(),
-            (Method::Dynatree(p), depth) => decoder.draft_tree(&TreeParams { depth, ..*p })?,
-            (
-                Method::HfAssisted {
-                    confidence_threshold,
-                    ..
-                },
-                k,
-            ) => decoder.draft_chain(k, *confidence_threshold)?,
-            (Method::Linear { .. }, k) => decoder.draft_chain(k, 0.0)?,
-        };
+        let base_depth = drafter.base_depth();
+        let tree = drafter.draft(&mut decoder, remaining)?;
         let verify_start = Instant::now();
         let accepted = decoder.verify(&tree)?;
         passes += 1;
         ttft_s.get_or_insert(start.elapsed().as_secs_f64());
-        schedule.update(tree.len(), accepted);
+        let committed = (accepted + 1).min(remaining);
+        drafter.update(tree.len(), accepted, committed);
         if method.needs_draft() {
             rounds.push(Round {
                 drafted: tree.len(),
                 depth: tree.depth(),
                 accepted,
+                committed,
+                base_depth,
                 draft_s: (verify_start - round_start).as_secs_f64(),
                 verify_s: verify_start.elapsed().as_secs_f64(),
+                tree: settings.trace_trees.then(|| TreeTrace::from(&tree)),
             });
         }
         if settings.stop_at_eos && reached_eos(&decoder.seq[prompt.len()..], settings.eos_token_id)
@@ -191,7 +226,70 @@ fn truncate_output(tokens: &mut Vec<u32>, settings: &GenerationSettings) {
     }
 }
 
-/// How many tokens (or tree levels) to draft next round.
+/// A method's drafting, with the state it carries from round to round of one generation.
+enum Drafter {
+    None,
+    Chain {
+        schedule: DraftSchedule,
+        confidence_threshold: f64,
+    },
+    Fixed(TreeParams),
+    Adaptive(AdaptiveState),
+}
+
+impl Drafter {
+    fn new(method: &Method) -> Self {
+        match method {
+            Method::Ar => Self::None,
+            Method::Linear { .. } | Method::HfAssisted { .. } => {
+                let confidence_threshold = match method {
+                    Method::HfAssisted {
+                        confidence_threshold,
+                        ..
+                    } => *confidence_threshold,
+                    _ => 0.0,
+                };
+                Self::Chain {
+                    schedule: DraftSchedule::new(method),
+                    confidence_threshold,
+                }
+            }
+            Method::FixedTree(p) => Self::Fixed(*p),
+            Method::Dynatree(p) => Self::Adaptive(AdaptiveState::new(p)),
+        }
+    }
+
+    fn base_depth(&self) -> Option<usize> {
+        match self {
+            Self::Adaptive(state) => Some(state.base_depth),
+            _ => None,
+        }
+    }
+
+    /// Chains never run past the last token to generate (as transformers caps its assistant);
+    /// trees are drafted whole in the last round too, as the authors do, and the output cut.
+    fn draft(&self, decoder: &mut Decoder, remaining: usize) -> Result<DraftTree, ModelError> {
+        match self {
+            Self::None => Ok(DraftTree::default()),
+            Self::Chain {
+                schedule,
+                confidence_threshold,
+            } => decoder.draft_chain(schedule.length(remaining), *confidence_threshold),
+            Self::Fixed(params) => decoder.grow_tree(params),
+            Self::Adaptive(state) => decoder.grow_tree(state),
+        }
+    }
+
+    fn update(&mut self, drafted: usize, accepted: usize, committed: usize) {
+        match self {
+            Self::Chain { schedule, .. } => schedule.update(drafted, accepted),
+            Self::Adaptive(state) => state.update(committed),
+            Self::None | Self::Fixed(_) => {}
+        }
+    }
+}
+
+/// How many tokens a chain drafts next round.
 struct DraftSchedule {
     next: usize,
     heuristic: bool,
@@ -200,14 +298,13 @@ struct DraftSchedule {
 impl DraftSchedule {
     fn new(method: &Method) -> Self {
         let (next, heuristic) = match *method {
-            Method::Ar => (0, false),
             Method::Linear { k } => (k, false),
-            Method::Dynatree(p) => (p.depth, false),
             Method::HfAssisted {
                 num_assistant_tokens,
                 schedule,
                 ..
             } => (num_assistant_tokens, schedule == Schedule::Heuristic),
+            _ => (0, false),
         };
         Self { next, heuristic }
     }
@@ -290,6 +387,7 @@ mod tests {
             stop_at_eos: false,
             eos_token_id: Some(0),
             vocab_limit: 10,
+            trace_trees: false,
         };
         let mut tokens = vec![5, 0, 6, 7, 8];
         truncate_output(&mut tokens, &settings);

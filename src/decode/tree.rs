@@ -1,4 +1,5 @@
-//! Draft token trees: how DynaTree grows them, and how any tree is accepted against the target.
+//! Draft token trees: how a tree policy grows them, and how any tree is accepted against the
+//! target.
 
 use super::method::TreeParams;
 
@@ -65,15 +66,6 @@ impl DraftTree {
     }
 }
 
-/// A candidate child during tree growth.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Candidate {
-    pub parent: Option<usize>,
-    pub token: u32,
-    /// log of the path's cumulative draft probability.
-    pub log_prob: f64,
-}
-
 /// The `k` most probable tokens of one logit row with their log-probabilities, best first
 /// (ties by lower id). Only the first `vocab` entries are eligible.
 pub fn top_k_log_probs(logits: &[f32], vocab: usize, k: usize) -> Vec<(u32, f64)> {
@@ -99,18 +91,30 @@ pub fn top_k_log_probs(logits: &[f32], vocab: usize, k: usize) -> Vec<(u32, f64)
         .collect()
 }
 
-/// One level of DynaTree growth: keeps candidates whose cumulative probability reaches `tau`,
-/// most probable first, at most `budget` of them (stable for equal probabilities).
-pub fn select_level(
-    mut candidates: Vec<Candidate>,
-    params: &TreeParams,
-    budget: usize,
-) -> Vec<Candidate> {
-    let floor = params.tau.ln();
-    candidates.retain(|c| c.log_prob >= floor);
-    candidates.sort_by(|a, b| b.log_prob.total_cmp(&a.log_prob));
-    candidates.truncate(budget);
-    candidates
+/// How a tree grows, level by level from the root (the draft's top-1 token, depth 0): which
+/// frontier nodes are expanded and into how many children.
+pub trait TreePolicy {
+    fn max_nodes(&self) -> usize;
+    /// Whether the node at `depth` whose cumulative draft log-probability is `log_prob` gets
+    /// children.
+    fn expands(&self, depth: usize, log_prob: f64) -> bool;
+    /// How many children an expanded node gets, from the draft's top-1 probability after it.
+    fn breadth(&self, confidence: f64) -> usize;
+}
+
+/// Fixed Tree: levels 1..=depth; a node below `tau` stays as a leaf.
+impl TreePolicy for TreeParams {
+    fn max_nodes(&self) -> usize {
+        self.max_nodes
+    }
+
+    fn expands(&self, depth: usize, log_prob: f64) -> bool {
+        depth < self.depth && log_prob >= self.tau.ln()
+    }
+
+    fn breadth(&self, _confidence: f64) -> usize {
+        self.branch
+    }
 }
 
 #[cfg(test)]
@@ -147,27 +151,5 @@ mod tests {
         assert_eq!(tree.depth(), 2);
         assert_eq!(DraftTree::default().depth(), 0);
         assert_eq!(DraftTree::default().accept(|_| 7), (vec![], 7));
-    }
-
-    #[test]
-    fn level_selection_prunes_and_caps() {
-        let params = TreeParams {
-            depth: 3,
-            branch: 2,
-            tau: 0.1,
-            max_nodes: 8,
-        };
-        let c = |token, p: f64| Candidate {
-            parent: None,
-            token,
-            log_prob: p.ln(),
-        };
-        let kept = select_level(
-            vec![c(1, 0.05), c(2, 0.5), c(3, 0.3), c(4, 0.2)],
-            &params,
-            2,
-        );
-        let tokens: Vec<u32> = kept.iter().map(|c| c.token).collect();
-        assert_eq!(tokens, vec![2, 3]);
     }
 }

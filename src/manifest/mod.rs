@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use toml::de::DeTable;
 
+pub use crate::decode::{Param, ParamKind};
 use reader::{Source, Table, Value};
-pub use sweep::{axis_specs, Axis, AxisSpec, Exclude, MethodAxes, Param, ParamKind, Sweep};
+pub use sweep::{axis_specs, Axis, AxisSpec, Exclude, MethodAxes, Sweep};
 
 /// A parsed, validated manifest. `Serialize` records the resolved configuration next to
 /// results (positions are left out).
@@ -111,8 +112,17 @@ pub enum DatasetSource {
 pub struct PromptRules {
     /// Prompts per dataset, at least 1.
     pub count: usize,
-    /// Longest prompt in characters, at least 1.
-    pub max_chars: usize,
+    /// Longest prompt in characters (each at least 1, distinct), per dataset key:
+    /// `max_chars = 800`, a list (an axis of the grid, like generation lengths), or a table by
+    /// dataset (`{ wikitext2 = 800, pg19 = 1000 }`) whose values are either.
+    pub max_chars: BTreeMap<String, Vec<usize>>,
+}
+
+impl PromptRules {
+    /// The prompt caps of `dataset`, in the order written.
+    pub fn max_chars_on(&self, dataset: &str) -> &[usize] {
+        self.max_chars.get(dataset).map_or(&[], Vec::as_slice)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,7 +210,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
     let experiment = experiment(&root.req("experiment")?)?;
     let models = models(&root.req("models")?, dir)?;
     let (datasets, dataset_spans) = datasets(&root.req("datasets")?, dir)?;
-    let prompts = prompts(&root.req("prompts")?)?;
+    let prompts = prompts(&root.req("prompts")?, &dataset_spans)?;
     let generation = generation(&root.req("generation")?)?;
     let context = sweep::Context {
         datasets: &dataset_spans,
@@ -409,11 +419,37 @@ fn sha256(value: &Value) -> Result<String> {
     }
 }
 
-fn prompts(value: &Value) -> Result<PromptRules> {
+fn prompts(value: &Value, datasets: &BTreeMap<String, Range<usize>>) -> Result<PromptRules> {
     let t = value.plain_table(&["count", "max_chars"])?;
+    let caps = t.req("max_chars")?;
+    let max_chars = if caps.describe() == "a table" {
+        let by_dataset = caps.map()?;
+        let mut out = BTreeMap::new();
+        for (name, span, value) in by_dataset.entries() {
+            if !datasets.contains_key(name) {
+                return Err(by_dataset.error_at(
+                    &span,
+                    format!(
+                        "prompts.max_chars: unknown dataset {name:?}; expected one of {}",
+                        datasets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            out.insert(name.to_string(), lengths(&value)?);
+        }
+        if let Some(missing) = datasets.keys().find(|d| !out.contains_key(*d)) {
+            return Err(caps.error(format!(
+                "prompts.max_chars gives no cap for dataset {missing:?}; give every dataset one"
+            )));
+        }
+        out
+    } else {
+        let caps = lengths(&caps)?;
+        datasets.keys().map(|d| (d.clone(), caps.clone())).collect()
+    };
     Ok(PromptRules {
         count: t.req("count")?.count()?,
-        max_chars: t.req("max_chars")?.count()?,
+        max_chars,
     })
 }
 

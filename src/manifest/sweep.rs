@@ -6,14 +6,13 @@
 //! otherwise silently change what the experiment measures.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::ops::Range;
 
 use serde::Serialize;
 
 use super::reader::{Table, Value};
 use super::{Location, ManifestError};
-use crate::decode::{Method, Schedule};
+use crate::decode::{method_names, method_spec, Param, ParamKind, ParamSpec, Schedule, METHODS};
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
@@ -26,15 +25,20 @@ pub struct Sweep {
     pub exclude: Vec<Exclude>,
 }
 
-/// One method's parameter axes, all of them, in the method's fixed order (see `axis_specs`),
+/// One method's parameter axes, all of them, in the registry's order (see `axis_specs`),
 /// defaults filled in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodAxes {
-    /// One of `Method::NAMES`.
+    /// A name in `decode::METHODS`.
     pub method: &'static str,
     pub axes: Vec<Axis>,
     /// Groups of axes that vary together element-wise, as written; each axis in at most one.
     pub zip: Vec<Vec<&'static str>>,
+    /// The name tables give the method (`label = "..."`), instead of the registry's.
+    pub label: Option<String>,
+    /// `[sweep.METHOD.dataset.NAME]`: the axes on one dataset, where they differ from the above
+    /// (axes not written there keep the values above).
+    pub per_dataset: Vec<(String, MethodAxes)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -44,33 +48,8 @@ pub struct Axis {
     pub values: Vec<Param>,
 }
 
-/// One parameter value. Serialized bare (`6`, `0.03`, `"heuristic"`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Param {
-    Count(usize),
-    Probability(f64),
-    Schedule(Schedule),
-}
-
-/// What values an axis takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamKind {
-    /// An integer >= 1.
-    Count,
-    /// A number within [0, 1].
-    Probability,
-    /// "heuristic" or "constant".
-    Schedule,
-}
-
-/// An axis of a method: its name, kind and the value used when the manifest omits it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AxisSpec {
-    pub name: &'static str,
-    pub kind: ParamKind,
-    pub default: Param,
-}
+/// A method's axis: the registry's parameter.
+pub type AxisSpec = ParamSpec;
 
 /// A rule dropping every grid point that matches all of its keys.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,98 +64,25 @@ pub struct Exclude {
     pub at: Location,
 }
 
-const fn spec(name: &'static str, kind: ParamKind, default: Param) -> AxisSpec {
-    AxisSpec {
-        name,
-        kind,
-        default,
-    }
-}
-
-const LINEAR: [AxisSpec; 1] = [spec("k", ParamKind::Count, Param::Count(6))];
-const DYNATREE: [AxisSpec; 4] = [
-    spec("depth", ParamKind::Count, Param::Count(6)),
-    spec("branch", ParamKind::Count, Param::Count(2)),
-    spec("tau", ParamKind::Probability, Param::Probability(0.03)),
-    spec("max_nodes", ParamKind::Count, Param::Count(32)),
-];
-const HF_ASSISTED: [AxisSpec; 3] = [
-    spec("num_assistant_tokens", ParamKind::Count, Param::Count(5)),
-    spec(
-        "schedule",
-        ParamKind::Schedule,
-        Param::Schedule(Schedule::Heuristic),
-    ),
-    spec(
-        "confidence_threshold",
-        ParamKind::Probability,
-        Param::Probability(0.0),
-    ),
-];
-
 /// A method's axes in grid order (the last varies fastest); empty for `ar` and unknown names.
-pub fn axis_specs(method: &str) -> &'static [AxisSpec] {
-    match method {
-        "linear" => &LINEAR,
-        "dynatree" => &DYNATREE,
-        "hf_assisted" => &HF_ASSISTED,
-        _ => &[],
-    }
-}
-
-impl Param {
-    pub fn kind(&self) -> ParamKind {
-        match self {
-            Self::Count(_) => ParamKind::Count,
-            Self::Probability(_) => ParamKind::Probability,
-            Self::Schedule(_) => ParamKind::Schedule,
-        }
-    }
-
-    /// A hashable identity: equal bits for equal values of one kind.
-    pub fn bits(&self) -> u64 {
-        match *self {
-            Self::Count(n) => n as u64,
-            Self::Probability(p) => p.to_bits(),
-            Self::Schedule(Schedule::Heuristic) => 0,
-            Self::Schedule(Schedule::Constant) => 1,
-        }
-    }
-
-    pub fn as_count(&self) -> Option<usize> {
-        match *self {
-            Self::Count(n) => Some(n),
-            _ => None,
-        }
-    }
-
-    pub fn as_probability(&self) -> Option<f64> {
-        match *self {
-            Self::Probability(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    pub fn as_schedule(&self) -> Option<Schedule> {
-        match *self {
-            Self::Schedule(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Param {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Count(n) => write!(f, "{n}"),
-            Self::Probability(p) => write!(f, "{p}"),
-            Self::Schedule(Schedule::Heuristic) => write!(f, "\"heuristic\""),
-            Self::Schedule(Schedule::Constant) => write!(f, "\"constant\""),
-        }
-    }
+pub fn axis_specs(method: &str) -> &'static [ParamSpec] {
+    method_spec(method).map_or(&[], |m| m.params)
 }
 
 impl MethodAxes {
+    /// The axes that apply on `dataset`.
+    pub fn on(&self, dataset: &str) -> &MethodAxes {
+        self.per_dataset
+            .iter()
+            .find(|(d, _)| d == dataset)
+            .map_or(self, |(_, axes)| axes)
+    }
+
+    /// This table and every per-dataset one.
+    pub fn variants(&self) -> impl Iterator<Item = &MethodAxes> {
+        std::iter::once(self).chain(self.per_dataset.iter().map(|(_, m)| m))
+    }
+
     pub fn axis(&self, name: &str) -> Option<&Axis> {
         self.axes.iter().find(|axis| axis.name == name)
     }
@@ -199,23 +105,24 @@ pub(crate) struct Context<'c> {
     pub has_draft: bool,
 }
 
-const PER_METHOD: [&str; 3] = ["linear", "dynatree", "hf_assisted"];
+/// Methods that take a `[sweep.NAME]` table: those with parameters.
+fn per_method() -> impl Iterator<Item = &'static str> {
+    METHODS
+        .iter()
+        .filter(|m| !m.params.is_empty())
+        .map(|m| m.name)
+}
 
 pub(crate) fn parse(value: &Value, cx: &Context) -> Result<Sweep> {
-    let t = value.plain_table(&[
-        "dataset",
-        "method",
-        "linear",
-        "dynatree",
-        "hf_assisted",
-        "exclude",
-    ])?;
+    let mut keys = vec!["dataset", "method", "exclude"];
+    keys.extend(per_method());
+    let t = value.plain_table(&keys)?;
     let dataset = datasets(&t, cx)?;
     let methods = methods(&t, cx)?;
     tables_have_methods(&t, &methods)?;
     let method = methods
         .iter()
-        .map(|name| method_axes(name, t.get(name)))
+        .map(|name| method_axes(name, t.get(name), &dataset))
         .collect::<Result<Vec<_>>>()?;
     let exclude = match t.get("exclude") {
         Some(value) => excludes(&value, &dataset, &method)?,
@@ -272,7 +179,8 @@ fn methods(t: &Table, cx: &Context) -> Result<Vec<&'static str>> {
         if names.contains(&name) {
             return Err(item.error(format!("method {name:?} is listed twice")));
         }
-        if name != "ar" && !cx.has_draft {
+        let needs_draft = method_spec(name).is_some_and(|m| m.needs_draft);
+        if needs_draft && !cx.has_draft {
             return Err(item.error(format!(
                 "method {name:?} needs a draft model; add models.draft"
             )));
@@ -284,20 +192,17 @@ fn methods(t: &Table, cx: &Context) -> Result<Vec<&'static str>> {
 
 fn known_method(item: &Value) -> Result<&'static str> {
     let name = item.str()?;
-    Method::NAMES
-        .into_iter()
-        .find(|known| *known == name)
-        .ok_or_else(|| {
-            item.error(format!(
-                "unknown method {name:?}; expected one of {}",
-                Method::NAMES.join(", ")
-            ))
-        })
+    method_spec(name).map(|m| m.name).ok_or_else(|| {
+        item.error(format!(
+            "unknown method {name:?}; expected one of {}",
+            method_names()
+        ))
+    })
 }
 
 /// A per-method table for an unlisted method would silently do nothing.
 fn tables_have_methods(t: &Table, methods: &[&str]) -> Result<()> {
-    for name in PER_METHOD {
+    for name in per_method() {
         if let Some(table) = t.get(name) {
             if !methods.contains(&name) {
                 return Err(table.error_unprefixed(format!(
@@ -316,38 +221,107 @@ struct Written<'a> {
     items: Vec<Value<'a>>,
 }
 
-fn method_axes(method: &'static str, table: Option<Value>) -> Result<MethodAxes> {
+fn method_axes(
+    method: &'static str,
+    table: Option<Value>,
+    datasets: &[String],
+) -> Result<MethodAxes> {
     let specs = axis_specs(method);
     let mut allowed: Vec<&str> = specs.iter().map(|s| s.name).collect();
-    allowed.push("zip");
+    allowed.extend(["zip", "label", "dataset"]);
     let table = match &table {
         Some(value) => Some(value.plain_table(&allowed)?),
         None => None,
     };
+    let defaults: Vec<Axis> = specs
+        .iter()
+        .map(|spec| Axis {
+            name: spec.name,
+            values: vec![spec.default],
+        })
+        .collect();
+    let mut base = axes_table(method, table.as_ref(), &defaults, &[])?;
+    base.label = match table.as_ref().and_then(|t| t.get("label")) {
+        Some(value) => Some(value.non_empty_str()?.to_string()),
+        None => None,
+    };
+    if let Some(value) = table.as_ref().and_then(|t| t.get("dataset")) {
+        base.per_dataset = per_dataset(method, &value, &base, datasets)?;
+    }
+    Ok(base)
+}
+
+/// `[sweep.METHOD.dataset.NAME]` tables: each a listed dataset, with the method's axes only.
+fn per_dataset(
+    method: &'static str,
+    value: &Value,
+    base: &MethodAxes,
+    datasets: &[String],
+) -> Result<Vec<(String, MethodAxes)>> {
+    let mut allowed: Vec<&str> = axis_specs(method).iter().map(|s| s.name).collect();
+    allowed.push("zip");
+    let mut out = Vec::new();
+    for (name, span, table) in value.map()?.entries() {
+        if !datasets.iter().any(|d| d == name) {
+            return Err(value.map()?.error_at(
+                &span,
+                format!(
+                    "[sweep.{method}.dataset.{name}]: {name:?} is not in sweep.dataset ({})",
+                    datasets.join(", ")
+                ),
+            ));
+        }
+        let t = table.plain_table(&allowed)?;
+        out.push((
+            name.to_string(),
+            axes_table(method, Some(&t), &base.axes, &base.zip)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// The axes a table writes, the others from `inherited` (defaults, or the method's table for a
+/// per-dataset one), checked for zips and repeats.
+fn axes_table(
+    method: &'static str,
+    table: Option<&Table>,
+    inherited: &[Axis],
+    inherited_zip: &[Vec<&'static str>],
+) -> Result<MethodAxes> {
+    let specs = axis_specs(method);
     let mut axes = Vec::with_capacity(specs.len());
     let mut written = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let value = table.as_ref().and_then(|t| t.get(spec.name));
-        let (axis, items) = axis(spec, value)?;
+    for (spec, inherit) in specs.iter().zip(inherited) {
+        let value = table.and_then(|t| t.get(spec.name));
+        let (axis, items) = axis(spec, value, inherit)?;
         axes.push(axis);
         written.push(items);
     }
-    let zip = match table.as_ref().and_then(|t| t.get("zip")) {
+    let zip = match table.and_then(|t| t.get("zip")) {
         Some(value) => zip_groups(&value, &axes, &written)?,
-        None => Vec::new(),
+        None => inherited_zip.to_vec(),
     };
-    let method_axes = MethodAxes { method, axes, zip };
-    distinct_points(&method_axes, &written, table.as_ref())?;
+    if let (Some(t), None) = (table, table.and_then(|t| t.get("zip"))) {
+        inherited_zip_lengths(t, &axes, &zip)?;
+    }
+    let method_axes = MethodAxes {
+        method,
+        axes,
+        zip,
+        label: None,
+        per_dataset: Vec::new(),
+    };
+    distinct_points(&method_axes, &written, table)?;
     Ok(method_axes)
 }
 
-fn axis<'a>(spec: &AxisSpec, value: Option<Value<'a>>) -> Result<(Axis, Option<Written<'a>>)> {
+fn axis<'a>(
+    spec: &ParamSpec,
+    value: Option<Value<'a>>,
+    inherited: &Axis,
+) -> Result<(Axis, Option<Written<'a>>)> {
     let Some(value) = value else {
-        let axis = Axis {
-            name: spec.name,
-            values: vec![spec.default],
-        };
-        return Ok((axis, None));
+        return Ok((inherited.clone(), None));
     };
     let items = value.non_empty_array()?;
     let values = items
@@ -365,7 +339,9 @@ fn axis<'a>(spec: &AxisSpec, value: Option<Value<'a>>) -> Result<(Axis, Option<W
 fn param(value: &Value, kind: ParamKind) -> Result<Param> {
     match kind {
         ParamKind::Count => Ok(Param::Count(value.count()?)),
+        ParamKind::Natural => Ok(Param::Count(value.usize()?)),
         ParamKind::Probability => Ok(Param::Probability(value.probability()?)),
+        ParamKind::Switch => Ok(Param::Switch(value.bool()?)),
         ParamKind::Schedule => value
             .str()?
             .parse::<Schedule>()
@@ -441,6 +417,25 @@ fn equal_lengths(
     Ok(())
 }
 
+/// A per-dataset table keeps the method's zip groups; what it writes must still fit them.
+fn inherited_zip_lengths(t: &Table, axes: &[Axis], zip: &[Vec<&'static str>]) -> Result<()> {
+    for group in zip {
+        let lens: Vec<usize> = group
+            .iter()
+            .filter_map(|n| axes.iter().find(|a| a.name == *n))
+            .map(|a| a.values.len())
+            .collect();
+        if lens.windows(2).any(|w| w[0] != w[1]) {
+            return Err(t.error(format!(
+                "zip group {} is inherited from the method's table and needs equal lengths \
+                 here too; write the zipped axes together or a zip of this table's own",
+                group_text(group)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Repeated values (or repeated zipped rows) would run the same point twice.
 fn distinct_points(
     m: &MethodAxes,
@@ -479,14 +474,16 @@ fn distinct_rows(m: &MethodAxes, group: &[usize], table: Option<&Table>) -> Resu
             continue;
         }
         let names: Vec<&str> = group.iter().map(|&i| m.axes[i].name).collect();
-        let zip = table
-            .and_then(|t| t.get("zip"))
-            .expect("zipped axes come from a table");
-        return Err(zip.error(format!(
+        let message = format!(
             "zip group {}: row {} repeats an earlier row; the same point would run twice",
             group_text(&names),
             row + 1
-        )));
+        );
+        let table = table.expect("zipped axes come from a table");
+        return Err(match table.get("zip") {
+            Some(zip) => zip.error(message),
+            None => table.error(message),
+        });
     }
     Ok(())
 }
@@ -494,8 +491,10 @@ fn distinct_rows(m: &MethodAxes, group: &[usize], table: Option<&Table>) -> Resu
 /// Every key a `[[sweep.exclude]]` may have.
 fn exclude_keys() -> Vec<&'static str> {
     let mut keys = vec!["method", "dataset"];
-    for method in Method::NAMES {
-        keys.extend(axis_specs(method).iter().map(|s| s.name));
+    for spec in METHODS.iter().flat_map(|m| m.params) {
+        if !keys.contains(&spec.name) {
+            keys.push(spec.name);
+        }
     }
     keys
 }
@@ -518,7 +517,7 @@ fn exclude(t: &Table, datasets: &[String], methods: &[MethodAxes]) -> Result<Exc
         .into_iter()
         .filter(|(key, _, _)| *key != "method" && *key != "dataset")
         .collect();
-    let method = exclude_method(t, &params)?;
+    let method = exclude_method(t, &params, methods)?;
     let Some(axes) = methods.iter().find(|m| m.method == method) else {
         let at = t
             .get("method")
@@ -548,27 +547,44 @@ fn exclude(t: &Table, datasets: &[String], methods: &[MethodAxes]) -> Result<Exc
 
 type Entry<'a> = (&'a str, Range<usize>, Value<'a>);
 
-/// The method written, or the one owning the first parameter.
-fn exclude_method(t: &Table, params: &[Entry]) -> Result<&'static str> {
+/// The method written, or the listed one owning the first parameter.
+fn exclude_method(t: &Table, params: &[Entry], methods: &[MethodAxes]) -> Result<&'static str> {
     if let Some(value) = t.get("method") {
         let method = known_method(&value)?;
-        if method == "ar" {
+        if method_spec(method).is_some_and(|m| !m.needs_draft) {
             return Err(
                 value.error("the AR baseline cannot be excluded: every method is compared with it")
             );
         }
         return Ok(method);
     }
-    let Some((key, _, _)) = params.first() else {
+    let Some((key, span, _)) = params.first() else {
         return Err(t.error(
             "an exclude needs a method or a parameter; to drop a whole dataset, \
              remove it from sweep.dataset",
         ));
     };
-    let owner = Method::NAMES
-        .into_iter()
-        .find(|m| axis_specs(m).iter().any(|s| s.name == *key));
-    Ok(owner.expect("exclude keys are parameters of some method"))
+    let owners: Vec<&'static str> = METHODS
+        .iter()
+        .filter(|m| m.param(key).is_some())
+        .map(|m| m.name)
+        .collect();
+    let listed: Vec<&'static str> = owners
+        .iter()
+        .copied()
+        .filter(|o| methods.iter().any(|m| m.method == *o))
+        .collect();
+    match listed[..] {
+        [one] => Ok(one),
+        [] => Ok(owners[0]),
+        _ => Err(t.error_at(
+            span,
+            format!(
+                "parameter {key:?} belongs to {}; add method = \"...\" to say which",
+                listed.join(" and ")
+            ),
+        )),
+    }
 }
 
 fn exclude_param(
@@ -591,9 +607,19 @@ fn exclude_param(
         ));
     };
     let param = param(value, spec.kind)?;
-    let axis = axes.axis(spec.name).expect("every spec has an axis");
-    if !axis.values.contains(&param) {
-        let listed: Vec<String> = axis.values.iter().map(Param::to_string).collect();
+    let mut values: Vec<Param> = Vec::new();
+    for variant in axes.variants() {
+        let axis = variant.axis(spec.name).expect("every spec has an axis");
+        values.extend(
+            axis.values
+                .iter()
+                .filter(|v| !values.contains(v))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+    }
+    if !values.contains(&param) {
+        let listed: Vec<String> = values.iter().map(Param::to_string).collect();
         return Err(value.error(format!(
             "exclude matches no point: sweep.{}.{} has no value {param} (values: {})",
             axes.method,

@@ -39,12 +39,12 @@ stop_at_eos = false
 
 [sweep]
 dataset = ["wikitext2", "pg19"]
-method = ["ar", "linear", "dynatree", "hf_assisted"]
+method = ["ar", "linear", "fixed_tree", "hf_assisted"]
 
 [sweep.linear]
 k = [6, 7]
 
-[sweep.dynatree]
+[sweep.fixed_tree]
 depth = [6, 7]
 branch = [2]
 tau = [0.03, 0.05]
@@ -55,7 +55,7 @@ num_assistant_tokens = [5]
 schedule = ["heuristic"]
 
 [[sweep.exclude]]
-method = "dynatree"
+method = "fixed_tree"
 depth = 7
 tau = 0.03
 "#;
@@ -87,7 +87,7 @@ fn at(text: &str, after: &str, needle: &str) -> String {
 }
 
 fn tree(depth: usize, tau: f64) -> Method {
-    Method::Dynatree(TreeParams {
+    Method::FixedTree(TreeParams {
         depth,
         branch: 2,
         tau,
@@ -124,7 +124,10 @@ fn example_parses_with_defaults() {
         m.prompts,
         PromptRules {
             count: 10,
-            max_chars: 800
+            max_chars: [("pg19", vec![800]), ("wikitext2", vec![800])]
+                .into_iter()
+                .map(|(d, v)| (d.to_string(), v))
+                .collect()
         }
     );
     assert!(!m.generation.stop_at_eos);
@@ -151,6 +154,7 @@ fn example_expands_in_documented_order() {
         .flat_map(|d| {
             per_dataset.iter().map(|m| grid::GridPoint {
                 dataset: d.to_string(),
+                max_chars: 800,
                 max_new_tokens: 500,
                 method: m.clone(),
             })
@@ -205,7 +209,7 @@ fn serializes_as_written() {
     );
     assert_eq!(
         value["sweep"]["exclude"][0],
-        serde_json::json!({"method": "dynatree", "dataset": null, "params": {"depth": 7, "tau": 0.03}})
+        serde_json::json!({"method": "fixed_tree", "dataset": null, "params": {"depth": 7, "tau": 0.03}})
     );
 }
 
@@ -213,16 +217,144 @@ fn serializes_as_written() {
 fn shipped_manifests_load_and_expand() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
     for (name, runs) in [
-        ("paper.toml", 2 * (1 + 2 + 4 + 1)),
+        ("paper.toml", 2 * (1 + 2 + 2 + 1)),
         ("sweep.toml", 1 + 6 * 3 * 5),
         ("cpu.toml", 4),
         ("lengths.toml", 2 * 5 * (1 + 1 + 3 * 2)),
+        ("tiny.toml", 2 * (1 + 2 + 4 + 1 + 1)),
+        ("tiny-published.toml", (2 + 1) * 2 * (1 + 1 + 2 + 2)),
+        ("published.toml", 2 * 4),
+        ("published-fixed-tree-sweep.toml", 1 + 6 * 3 * 5),
+        ("published-sensitivity.toml", 1 + 1 + 1 + 9),
+        ("published-ablation.toml", 1 + 1 + 3),
+        ("published-lengths.toml", 7 * 4),
+        ("published-prompt-length.toml", 7 * 4),
     ] {
         let m = load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
         let points = grid::expand(&m).unwrap();
         assert_eq!(points.len(), runs, "{name}");
         assert_eq!(points[0].method, Method::Ar);
     }
+}
+
+/// The published protocol: exactly these eight runs.
+#[test]
+fn the_published_manifest_plans_the_papers_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let m = load(&dir.join("published.toml")).unwrap();
+    let described: Vec<String> = grid::expand(&m)
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let params: Vec<String> = ["k", "depth", "branch", "tau", "max_nodes", "max_depth"]
+                .iter()
+                .filter_map(|n| p.method.value(n).map(|v| format!("{n}={v}")))
+                .collect();
+            format!(
+                "{} {} {} {} {}",
+                p.dataset,
+                p.max_chars,
+                p.max_new_tokens,
+                p.method.name(),
+                params.join(" ")
+            )
+        })
+        .collect();
+    let expected = [
+        "wikitext2 800 1500 ar ",
+        "wikitext2 800 1500 linear k=8",
+        "wikitext2 800 1500 fixed_tree depth=8 branch=3 tau=0.1 max_nodes=256",
+        "wikitext2 800 1500 dynatree tau=0.05 max_nodes=256 max_depth=8",
+        "pg19 1000 1500 ar ",
+        "pg19 1000 1500 linear k=5",
+        "pg19 1000 1500 fixed_tree depth=8 branch=3 tau=0.1 max_nodes=256",
+        "pg19 1000 1500 dynatree tau=0.05 max_nodes=256 max_depth=9",
+    ];
+    assert_eq!(described, expected);
+    assert_eq!((m.prompts.count, m.experiment.warmup), (10, 2));
+    let dynatree = grid::expand(&m).unwrap()[3].method.clone();
+    let defaults = Method::default_of("dynatree").unwrap();
+    assert_eq!(dynatree, defaults, "the authors' defaults on WikiText-2");
+}
+
+#[test]
+fn per_dataset_tables_replace_axes_on_one_dataset() {
+    let text = edited(
+        "[sweep.hf_assisted]",
+        "[sweep.linear.dataset.pg19]\nk = [3]\n\n[sweep.hf_assisted]",
+    );
+    let m = parse(&text, Path::new(FILE)).unwrap();
+    let ks = |d: &str| -> Vec<Method> {
+        grid::expand(&m)
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.dataset == d && p.method.name() == "linear")
+            .map(|p| p.method)
+            .collect()
+    };
+    assert_eq!(
+        ks("wikitext2"),
+        [Method::Linear { k: 6 }, Method::Linear { k: 7 }]
+    );
+    assert_eq!(ks("pg19"), [Method::Linear { k: 3 }]);
+    let unknown = edited(
+        "[sweep.hf_assisted]",
+        "[sweep.linear.dataset.pg20]\nk = [3]\n\n[sweep.hf_assisted]",
+    );
+    assert!(
+        error(&unknown).contains("[sweep.linear.dataset.pg20]: \"pg20\" is not in sweep.dataset"),
+        "{}",
+        error(&unknown)
+    );
+    let foreign = edited(
+        "[sweep.hf_assisted]",
+        "[sweep.linear.dataset.pg19]\ndepth = [3]\n\n[sweep.hf_assisted]",
+    );
+    assert!(error(&foreign).contains("unknown key \"depth\""));
+}
+
+#[test]
+fn prompt_caps_by_dataset_and_as_an_axis() {
+    let text = edited(
+        "max_chars = 800",
+        "max_chars = { wikitext2 = [800, 100], pg19 = 1000 }",
+    );
+    let m = parse(&text, Path::new(FILE)).unwrap();
+    assert_eq!(m.prompts.max_chars_on("wikitext2"), [800, 100]);
+    assert_eq!(m.prompts.max_chars_on("pg19"), [1000]);
+    let points = grid::expand(&m).unwrap();
+    let caps: Vec<usize> = points
+        .iter()
+        .filter(|p| p.method == Method::Ar)
+        .map(|p| p.max_chars)
+        .collect();
+    assert_eq!(
+        caps,
+        [800, 100, 1000],
+        "caps step inside each dataset, each with its AR"
+    );
+    let missing = edited("max_chars = 800", "max_chars = { wikitext2 = 800 }");
+    assert!(error(&missing).contains("prompts.max_chars gives no cap for dataset \"pg19\""));
+    let unknown = edited(
+        "max_chars = 800",
+        "max_chars = { wikitext2 = 800, pg19 = 9, pg20 = 1 }",
+    );
+    assert!(error(&unknown).contains("prompts.max_chars: unknown dataset \"pg20\""));
+}
+
+#[test]
+fn a_parameter_two_listed_methods_share_needs_its_method() {
+    let text = edited(
+        "method = [\"ar\", \"linear\", \"fixed_tree\", \"hf_assisted\"]",
+        "method = [\"ar\", \"linear\", \"fixed_tree\", \"dynatree\", \"hf_assisted\"]",
+    )
+    .replace("method = \"fixed_tree\"\ndepth = 7\n", "depth = 7\n")
+    .replace("depth = 7\ntau = 0.03", "tau = 0.03");
+    assert!(
+        error(&text).contains("parameter \"tau\" belongs to fixed_tree and dynatree"),
+        "{}",
+        error(&text)
+    );
 }
 
 #[test]
@@ -300,8 +432,8 @@ fn unknown_key_points_at_the_key() {
     let text = edited("depth = [6, 7]\nbranch", "dept = [6, 7]\nbranch");
     assert_eq!(
         error(&text),
-        "experiments/x.toml:41:1: unknown key \"dept\" in [sweep.dynatree]; \
-         expected one of depth, branch, tau, max_nodes, zip"
+        "experiments/x.toml:41:1: unknown key \"dept\" in [sweep.fixed_tree]; \
+         expected one of depth, branch, tau, max_nodes, zip, label, dataset"
     );
     let text = edited("seed = 0", "seed = 0\nsede = 1");
     assert!(error(&text).starts_with(&format!("{FILE}:5:1: unknown key \"sede\" in [experiment]")));
@@ -373,12 +505,12 @@ fn out_of_range_values() {
     assert_eq!(
         error(&text),
         format!(
-            "{}: sweep.dynatree.tau[1]: must be within [0, 1], got 1.5",
+            "{}: sweep.fixed_tree.tau[1]: must be within [0, 1], got 1.5",
             at(&text, "tau = [", "1.5")
         )
     );
     let text = edited("depth = [6, 7]", "depth = [0, 7]");
-    assert!(error(&text).ends_with("sweep.dynatree.depth[0]: must be at least 1, got 0"));
+    assert!(error(&text).ends_with("sweep.fixed_tree.depth[0]: must be at least 1, got 0"));
     let text = edited("schedule = [\"heuristic\"]", "schedule = [\"sometimes\"]");
     assert!(error(&text).contains("unknown schedule \"sometimes\"; expected heuristic or constant"));
 }
@@ -391,7 +523,7 @@ fn empty_axis_is_an_error() {
         format!("{FILE}:38:5: sweep.linear.k: must not be empty; give at least one value")
     );
     let text = edited(
-        "method = [\"ar\", \"linear\", \"dynatree\", \"hf_assisted\"]",
+        "method = [\"ar\", \"linear\", \"fixed_tree\", \"hf_assisted\"]",
         "method = []",
     );
     assert!(error(&text).ends_with("sweep.method: must not be empty; give at least one value"));
@@ -407,7 +539,7 @@ fn repeated_values_are_errors() {
             at(&text, "k = [6, ", "6]")
         )
     );
-    let text = edited("\"linear\", \"dynatree\"", "\"linear\", \"linear\"");
+    let text = edited("\"linear\", \"fixed_tree\"", "\"linear\", \"linear\"");
     assert!(error(&text).contains("method \"linear\" is listed twice"));
 }
 
@@ -417,7 +549,7 @@ fn unknown_method_and_dataset() {
     assert_eq!(
         error(&text),
         format!(
-            "{}: sweep.method[3]: unknown method \"beam\"; expected one of ar, linear, dynatree, hf_assisted",
+            "{}: sweep.method[3]: unknown method \"beam\"; expected one of ar, linear, fixed_tree, dynatree, hf_assisted",
             at(&text, "method = [", "\"beam\"")
         )
     );
@@ -442,7 +574,7 @@ fn unknown_method_and_dataset() {
 
 #[test]
 fn method_table_without_the_method() {
-    let text = edited("\"linear\", \"dynatree\"", "\"dynatree\"");
+    let text = edited("\"linear\", \"fixed_tree\"", "\"fixed_tree\"");
     assert_eq!(
         error(&text),
         format!(
@@ -546,7 +678,7 @@ fn exclude_that_matches_nothing() {
     let text = edited("depth = 7\n", "depth = 9\n");
     assert_eq!(
         error(&text),
-        format!("{FILE}:52:9: sweep.exclude[0].depth: exclude matches no point: sweep.dynatree.depth has no value 9 (values: 6, 7)")
+        format!("{FILE}:52:9: sweep.exclude[0].depth: exclude matches no point: sweep.fixed_tree.depth has no value 9 (values: 6, 7)")
     );
     let text = edited("depth = 7\ntau = 0.03\n", "depth = 7\ndataset = \"pg91\"\n");
     assert!(
@@ -562,22 +694,22 @@ fn exclude_must_use_its_method_parameters() {
     assert_eq!(
         error(&text),
         format!(
-            "{FILE}:52:1: parameter \"k\" does not belong to method \"dynatree\"; \
+            "{FILE}:52:1: parameter \"k\" does not belong to method \"fixed_tree\"; \
              its parameters are depth, branch, tau, max_nodes"
         )
     );
-    let text = edited("method = \"dynatree\"\n", "");
+    let text = edited("method = \"fixed_tree\"\n", "");
     assert!(
         parse(&text, Path::new(FILE)).is_ok(),
         "the method is inferred from depth"
     );
     let text = edited(
-        "method = \"dynatree\"\ndepth = 7\ntau = 0.03\n",
+        "method = \"fixed_tree\"\ndepth = 7\ntau = 0.03\n",
         "method = \"ar\"\n",
     );
     assert!(error(&text).contains("the AR baseline cannot be excluded"));
     let text = edited(
-        "method = \"dynatree\"\ndepth = 7\ntau = 0.03\n",
+        "method = \"fixed_tree\"\ndepth = 7\ntau = 0.03\n",
         "dataset = \"pg19\"\n",
     );
     assert_eq!(
@@ -602,7 +734,7 @@ fn zip_groups() {
     assert_eq!(
         error(&text),
         format!(
-            "{}: sweep.dynatree.max_nodes: zip group [depth, max_nodes]: depth has 2 values but \
+            "{}: sweep.fixed_tree.max_nodes: zip group [depth, max_nodes]: depth has 2 values but \
              max_nodes has 3; zipped axes vary together and need equal lengths",
             at(&text, "max_nodes", "[32")
         )
@@ -615,7 +747,7 @@ fn zip_groups() {
     let trees: Vec<(usize, usize)> = points[..7]
         .iter()
         .filter_map(|p| match p.method {
-            Method::Dynatree(t) => Some((t.depth, t.max_nodes)),
+            Method::FixedTree(t) => Some((t.depth, t.max_nodes)),
             _ => None,
         })
         .collect();
@@ -695,15 +827,15 @@ fn missing_file_names_the_path() {
 fn exclude_method_must_be_listed() {
     let text = format!("{EXAMPLE}\n[[sweep.exclude]]\nmethod = \"beam\"\n");
     assert!(error(&text).contains("sweep.exclude[1].method: unknown method \"beam\""));
-    let text = edited("\"dynatree\", \"hf", "\"hf").replace(
-        "[sweep.dynatree]\ndepth = [6, 7]\nbranch = [2]\ntau = [0.03, 0.05]\nmax_nodes = [32]\n",
+    let text = edited("\"fixed_tree\", \"hf", "\"hf").replace(
+        "[sweep.fixed_tree]\ndepth = [6, 7]\nbranch = [2]\ntau = [0.03, 0.05]\nmax_nodes = [32]\n",
         "",
     );
     assert_eq!(
         error(&text),
         format!(
-            "{}: exclude names method \"dynatree\", which is not in sweep.method",
-            at(&text, "[[sweep.exclude]]", "\"dynatree\"")
+            "{}: exclude names method \"fixed_tree\", which is not in sweep.method",
+            at(&text, "[[sweep.exclude]]", "\"fixed_tree\"")
         )
     );
 }

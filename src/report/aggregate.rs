@@ -20,11 +20,11 @@ use crate::bench::record::Record;
 use crate::bench::result::RunResult;
 use crate::bench::runner::short;
 use crate::bench::stats::{t_975, RatioInterval};
-use crate::decode::Method;
+use crate::decode::{Method, ParamKind, METHODS};
 use crate::store::{self, Store};
 
 /// `summary.csv`'s metric columns, after the identity and parameter columns, in this order.
-const METRIC_COLUMNS: [&str; 38] = [
+const METRIC_COLUMNS: [&str; 39] = [
     "generations",
     "prompts_measured",
     "throughput_mean",
@@ -48,6 +48,7 @@ const METRIC_COLUMNS: [&str; 38] = [
     "paper_acceptance",
     "mean_accepted_length",
     "rounds_per_generation",
+    "target_passes_per_generation",
     "draft_time_fraction",
     "memory_kind",
     "memory_device",
@@ -224,13 +225,33 @@ fn model_cell(identity: &Value) -> Option<String> {
     }
 }
 
+/// One column per parameter name of the registry (methods share `tau` and `max_nodes`), typed
+/// by its kind; empty where a run's method lacks it.
+fn param_columns(results: &[RunResult]) -> Vec<Column> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut columns = Vec::new();
+    for spec in METHODS.iter().flat_map(|m| m.params) {
+        if seen.contains(&spec.name) {
+            continue;
+        }
+        seen.push(spec.name);
+        let value = |r: &RunResult| r.config["params"][spec.name].clone();
+        columns.push(match spec.kind {
+            ParamKind::Count | ParamKind::Natural => {
+                column(spec.name, results, |r| value(r).as_u64())
+            }
+            ParamKind::Probability => column(spec.name, results, |r| value(r).as_f64()),
+            ParamKind::Switch => column(spec.name, results, |r| value(r).as_bool()),
+            ParamKind::Schedule => column(spec.name, results, |r| text(&value(r))),
+        });
+    }
+    columns
+}
+
 /// Identity, parameters and settings of each run: one row per result.
 fn runs_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
     let cfg = |r: &RunResult, path: &[&str]| path.iter().fold(&r.config, |v, k| &v[*k]).clone();
-    let param = |key: &'static str| move |r: &RunResult| r.config["params"][key].clone();
-    let u64_param = |key| move |r: &RunResult| param(key)(r).as_u64();
-    let f64_param = |key| move |r: &RunResult| param(key)(r).as_f64();
-    let columns = vec![
+    let mut columns = vec![
         column("id", results, |r| r.id.clone()),
         column("experiment", results, |r| r.manifest.experiment.clone()),
         column("manifest", results, |r| {
@@ -244,22 +265,6 @@ fn runs_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
         column("config", results, |r| {
             method_of(&r.config).map(|m| m.describe())
         }),
-        column("k", results, u64_param("k")),
-        column("depth", results, u64_param("depth")),
-        column("branch", results, u64_param("branch")),
-        column("tau", results, f64_param("tau")),
-        column("max_nodes", results, u64_param("max_nodes")),
-        column(
-            "num_assistant_tokens",
-            results,
-            u64_param("num_assistant_tokens"),
-        ),
-        column("schedule", results, |r| text(&param("schedule")(r))),
-        column(
-            "confidence_threshold",
-            results,
-            f64_param("confidence_threshold"),
-        ),
         column("max_new_tokens", results, |r| {
             cfg(r, &["generation", "max_new_tokens"]).as_u64()
         }),
@@ -297,6 +302,13 @@ fn runs_frame(results: &[RunResult]) -> Result<DataFrame, ReportError> {
         column("git_dirty", results, |r| r.provenance.git_dirty),
         column("end_time", results, |r| r.provenance.end_time.clone()),
     ];
+    let at = columns
+        .iter()
+        .position(|c| c.name().as_str() == "max_new_tokens")
+        .expect("a max_new_tokens column");
+    for (i, param) in param_columns(results).into_iter().enumerate() {
+        columns.insert(at + i, param);
+    }
     Ok(DataFrame::new(results.len(), columns)?)
 }
 
@@ -403,6 +415,8 @@ fn run_statistics(
             .then(sum_f64("rounds") / len().cast(DataType::Float64))
             .otherwise(lit(NULL))
             .alias("rounds_per_generation"),
+        (sum_f64("target_passes") / len().cast(DataType::Float64))
+            .alias("target_passes_per_generation"),
         ratio(sum_f64("draft_s"), sum_f64("draft_s") + sum_f64("verify_s"))
             .alias("draft_time_fraction"),
     ]);

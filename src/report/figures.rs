@@ -1,6 +1,7 @@
 //! The appendix's figures, drawn with plotters as PNG (for pdflatex) and SVG: main results,
-//! the cross-dataset comparison, peak memory and the DynaTree sweep (when the sweep varies depth
-//! or τ). Text uses DejaVu Sans compiled into the binary, so a fresh machine needs no fonts.
+//! the cross-dataset comparison, peak memory, the Fixed Tree sweep (when the sweep varies depth
+//! or τ) and the study figures of `study_figures` (length scaling, prompt length, DynaTree
+//! sensitivity) when the manifest sweeps what they show. Text uses DejaVu Sans compiled into the binary, so a fresh machine needs no fonts.
 
 use std::path::Path;
 use std::sync::Once;
@@ -13,7 +14,7 @@ use super::latex::Header;
 use super::rows::RunRow;
 use super::rows::Study;
 use super::tables::{Metric, SPEEDUP, THROUGHPUT};
-use super::{ReportError, Written};
+use super::{study_figures, ReportError, Written};
 
 /// One figure, for the appendix: file stem (`.png`/`.svg` beside) and caption.
 #[derive(Debug, Clone)]
@@ -69,6 +70,9 @@ enum Kind {
     CrossDataset,
     Memory,
     Sweep(SweepAxis),
+    Lengths,
+    PromptLength,
+    Sensitivity,
 }
 
 impl Kind {
@@ -79,6 +83,9 @@ impl Kind {
             Self::CrossDataset => cross_dataset(area, study),
             Self::Memory => super::memory_figure::draw(area, study),
             Self::Sweep(axis) => sweep(area, study, axis),
+            Self::Lengths => study_figures::draw_lengths(area, study),
+            Self::PromptLength => study_figures::draw_prompt_length(area, study),
+            Self::Sensitivity => study_figures::draw_sensitivity(area, study),
         }?;
         area.present().map_err(err)
     }
@@ -126,9 +133,39 @@ pub fn all(
                 axis.name(),
                 Kind::Sweep(axis),
                 (1800, 800),
-                format!("DynaTree throughput against {} per branching factor (best over the other parameters).", axis.caption()),
+                format!("Fixed Tree throughput against {} per branching factor (best over the other parameters; dashed: AR).", axis.caption()),
             ));
         }
+    }
+    let rows = study.datasets.len().max(1) as u32;
+    if study_figures::lengths(study).len() >= 2 {
+        planned.push((
+            "length_scaling",
+            Kind::Lengths,
+            (2400, 200 + 560 * rows),
+            "Generation-length scaling at each dataset's main prompt cap: throughput, tokens committed per verification round ($\\bar{L}$), accepted path length ($\\bar{\\ell}$) and the authors' acceptance against the number of new tokens T, per configuration.".to_string(),
+        ));
+    }
+    let swept = study_figures::prompt_datasets(study).len() as u32;
+    if swept > 0 {
+        planned.push((
+            "prompt_length",
+            Kind::PromptLength,
+            (1800, 200 + 560 * swept),
+            "Prompt-length sensitivity: throughput and speedup over AR (measured at the same prompt cap) against the longest prompt in characters, per configuration.".to_string(),
+        ));
+    }
+    let varied = study_figures::sensitivity_params(study);
+    if !varied.is_empty() {
+        planned.push((
+            "sensitivity",
+            Kind::Sensitivity,
+            ((700 * varied.len() as u32).max(COLUMN_PIXELS), 760),
+            format!(
+                "DynaTree sensitivity: throughput against each DynaTree parameter the manifest varies ({}); dots: every DynaTree configuration at its value, line: their mean per value, dashed: AR and the best Fixed Tree on each dataset.",
+                super::latex::escape(&varied.join(", "))
+            ),
+        ));
     }
     let mut figures = Vec::new();
     for (name, kind, size, caption) in planned {
@@ -497,7 +534,7 @@ impl SweepAxis {
     }
     fn of(self, method: &crate::decode::Method) -> Option<f64> {
         match method {
-            crate::decode::Method::Dynatree(p) => Some(match self {
+            crate::decode::Method::FixedTree(p) => Some(match self {
                 Self::Depth => p.depth as f64,
                 Self::Tau => p.tau,
             }),
@@ -524,7 +561,7 @@ fn sweep<DB: DrawingBackend>(
     study: &Study,
     axis: SweepAxis,
 ) -> DrawResult {
-    let title = format!("DynaTree sweep: throughput against {}", axis.desc());
+    let title = format!("Fixed Tree sweep: throughput against {}", axis.desc());
     let area = area
         .margin(16, 0, 0, 0)
         .titled(&title, text_style(40))
@@ -535,7 +572,7 @@ fn sweep<DB: DrawingBackend>(
         .rows
         .iter()
         .filter_map(|r| match &r.method {
-            crate::decode::Method::Dynatree(p) => Some(p.branch),
+            crate::decode::Method::FixedTree(p) => Some(p.branch),
             _ => None,
         })
         .collect();
@@ -547,7 +584,7 @@ fn sweep<DB: DrawingBackend>(
                 .rows
                 .iter()
                 .filter(|r| &r.dataset_key == key && axis.of(&r.method) == Some(x))
-                .filter(|r| matches!(&r.method, crate::decode::Method::Dynatree(p) if p.branch == branch))
+                .filter(|r| matches!(&r.method, crate::decode::Method::FixedTree(p) if p.branch == branch))
                 .map(|r| r.throughput)
                 .reduce(f64::max)
         };

@@ -102,6 +102,8 @@ pub fn escape(text: &str) -> String {
             '~' => out.push_str(r"\textasciitilde{}"),
             '^' => out.push_str(r"\textasciicircum{}"),
             'τ' => out.push_str(r"$\tau$"),
+            'ρ' => out.push_str(r"$\rho$"),
+            'η' => out.push_str(r"$\eta$"),
             '×' => out.push_str(r"$\times$"),
             _ => out.push(c),
         }

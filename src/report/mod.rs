@@ -13,7 +13,9 @@ mod latex;
 mod memory;
 mod memory_figure;
 mod numbers;
+mod paper_tables;
 mod rows;
+mod study_figures;
 mod tables;
 
 pub use aggregate::{aggregate, Aggregate};

@@ -27,6 +27,8 @@ pub fn command_part(label: &str) -> String {
             c if c.is_ascii_digit() => out.push_str(DIGITS[c as usize - '0' as usize]),
             '.' => out.push_str("Pt"),
             'τ' => out.push_str("Tau"),
+            'ρ' => out.push_str("Rho"),
+            'η' => out.push_str("Eta"),
             _ => {}
         }
     }

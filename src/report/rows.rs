@@ -19,6 +19,8 @@ pub struct RunRow {
     pub dataset: String,
     pub method: Method,
     pub max_new_tokens: u64,
+    /// The prompt cap (`prompts.max_chars`).
+    pub prompt_max_chars: u64,
     /// Mean over prompts (each prompt's repeats averaged first), with the std over prompts and
     /// the 95% interval half-width.
     pub throughput: f64,
@@ -35,6 +37,8 @@ pub struct RunRow {
     pub draft_acceptance: Option<f64>,
     pub paper_acceptance: Option<f64>,
     pub mean_accepted_length: Option<f64>,
+    /// Target passes (verification rounds; one per token for AR) per generation.
+    pub passes_per_generation: Option<f64>,
     pub memory: MemoryRow,
     pub generations: u64,
     pub lossless: Option<bool>,
@@ -91,6 +95,7 @@ pub fn by_id(summary: &DataFrame) -> Result<HashMap<String, RunRow>, ReportError
             dataset: s("dataset")?,
             method: Method::Ar,
             max_new_tokens: f("max_new_tokens")?.unwrap_or_default() as u64,
+            prompt_max_chars: f("prompt_max_chars")?.unwrap_or_default() as u64,
             throughput: f("throughput_mean")?.unwrap_or(f64::NAN),
             throughput_std: f("throughput_std")?.unwrap_or(f64::NAN),
             throughput_ci95: f("throughput_ci95")?.unwrap_or(f64::NAN),
@@ -104,6 +109,7 @@ pub fn by_id(summary: &DataFrame) -> Result<HashMap<String, RunRow>, ReportError
             draft_acceptance: f("draft_acceptance")?,
             paper_acceptance: f("paper_acceptance")?,
             mean_accepted_length: f("mean_accepted_length")?,
+            passes_per_generation: f("target_passes_per_generation")?,
             memory,
             generations: f("generations")?.unwrap_or_default() as u64,
             lossless: summary.column("lossless")?.bool()?.get(i),
@@ -116,13 +122,70 @@ pub fn by_id(summary: &DataFrame) -> Result<HashMap<String, RunRow>, ReportError
     Ok(rows)
 }
 
-/// One method configuration (a method with all its parameters) as a table row.
+/// One method configuration as a table row: a method with all its parameters, or, where the
+/// manifest sets parameters per dataset (`[sweep.METHOD.dataset.NAME]`), the methods that stand
+/// in the same place of each dataset's grid.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The configuration on the first dataset that has it.
     pub method: Method,
+    /// (dataset key, method) where it differs by dataset; empty otherwise.
+    pub per_dataset: Vec<(String, Method)>,
     pub label: String,
     /// The method the study proposes (DynaTree): set in bold where the paper does.
     pub proposed: bool,
+}
+
+impl Config {
+    /// Whether the run of `method` on `dataset` belongs to this configuration.
+    pub fn covers(&self, method: &Method, dataset: &str) -> bool {
+        match self.per_dataset.iter().find(|(d, _)| d == dataset) {
+            Some((_, m)) => m == method,
+            None => self.per_dataset.is_empty() && &self.method == method,
+        }
+    }
+
+    /// `K=8 on WikiText-2, K=5 on PG-19`: the parameters that differ by dataset, for captions.
+    pub fn per_dataset_note(&self, datasets: &[(String, String)]) -> Option<String> {
+        let hidden = self.differing();
+        if hidden.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self
+            .per_dataset
+            .iter()
+            .map(|(key, method)| {
+                let values: Vec<String> = hidden
+                    .iter()
+                    .filter_map(|name| {
+                        let spec = method.spec().param(name)?;
+                        let value = method.value(name)?;
+                        Some(format!("{}={value}", spec.symbol.unwrap_or(name)))
+                    })
+                    .collect();
+                let label = datasets
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(key.as_str(), |(_, l)| l.as_str());
+                format!("{} on {label}", values.join(", "))
+            })
+            .collect();
+        Some(format!("{}: {}", self.label, parts.join("; ")))
+    }
+
+    /// Parameters whose values differ between the datasets.
+    pub fn differing(&self) -> Vec<&'static str> {
+        self.method
+            .spec()
+            .params
+            .iter()
+            .map(|p| p.name)
+            .filter(|name| {
+                let first = self.method.value(name);
+                self.per_dataset.iter().any(|(_, m)| m.value(name) != first)
+            })
+            .collect()
+    }
 }
 
 /// A manifest's runs arranged as configurations × datasets.
@@ -138,10 +201,95 @@ pub struct Study {
     /// The runs at `length`; `all_rows` has every length (the sweep table and the header).
     pub rows: Vec<RunRow>,
     pub all_rows: Vec<RunRow>,
+    /// Each dataset's first prompt cap: the one the main tables show.
+    pub main_caps: Vec<(String, u64)>,
     pub configs: Vec<Config>,
     /// The configurations the main tables show: all of a method's when it has few, else its
     /// best by mean speedup over the datasets (so a 40-point sweep does not flood the tables).
     pub shown: Vec<usize>,
+}
+
+fn at_cap(caps: &[(String, u64)], r: &RunRow) -> bool {
+    caps.iter()
+        .find(|(d, _)| d == &r.dataset_key)
+        .is_none_or(|(_, c)| *c == r.prompt_max_chars)
+}
+
+/// The configurations of `rows` in grid order. A method with per-dataset parameters whose
+/// datasets have equally many runs pairs them by position: its i-th run on each dataset forms
+/// one configuration.
+fn configs_of(manifest: &Manifest, rows: &[RunRow]) -> Vec<Config> {
+    let mut groups: Vec<Vec<(String, Method)>> = Vec::new();
+    for axes in manifest.sweep.method.iter().filter(|m| !m.axes.is_empty()) {
+        let on = |key: &String| -> Vec<&RunRow> {
+            rows.iter()
+                .filter(|r| &r.dataset_key == key && r.method.name() == axes.method)
+                .collect()
+        };
+        let per_dataset: Vec<Vec<&RunRow>> = manifest.sweep.dataset.iter().map(on).collect();
+        let counts: Vec<usize> = per_dataset.iter().map(Vec::len).collect();
+        let paired = !axes.per_dataset.is_empty() && counts.windows(2).all(|w| w[0] == w[1]);
+        if paired {
+            for i in 0..counts[0] {
+                groups.push(
+                    per_dataset
+                        .iter()
+                        .map(|runs| (runs[i].dataset_key.clone(), runs[i].method.clone()))
+                        .collect(),
+                );
+            }
+        }
+    }
+    let mut configs: Vec<Config> = Vec::new();
+    for row in rows {
+        if configs
+            .iter()
+            .any(|c| c.covers(&row.method, &row.dataset_key))
+        {
+            continue;
+        }
+        let per_dataset = groups
+            .iter()
+            .find(|g| {
+                g.iter()
+                    .any(|(d, m)| d == &row.dataset_key && m == &row.method)
+            })
+            .cloned()
+            .unwrap_or_default();
+        configs.push(Config {
+            proposed: row.method.name() == "dynatree",
+            method: row.method.clone(),
+            per_dataset,
+            label: String::new(),
+        });
+    }
+    let hidden: Vec<Vec<&'static str>> = configs.iter().map(Config::differing).collect();
+    let names: Vec<Option<&str>> = configs
+        .iter()
+        .map(|c| {
+            manifest
+                .sweep
+                .method
+                .iter()
+                .find(|m| m.method == c.method.name())
+                .and_then(|m| m.label.as_deref())
+        })
+        .collect();
+    let items: Vec<labels::Labelled> = configs
+        .iter()
+        .zip(&hidden)
+        .zip(&names)
+        .map(|((c, hidden), name)| labels::Labelled {
+            method: &c.method,
+            name: *name,
+            hidden,
+        })
+        .collect();
+    let labels = labels::label_each(&items);
+    for (config, label) in configs.iter_mut().zip(labels) {
+        config.label = label;
+    }
+    configs
 }
 
 /// A method with more configurations than this is represented by its best one.
@@ -150,9 +298,16 @@ const MAX_SHOWN_PER_METHOD: usize = 4;
 impl Study {
     pub fn new(manifest: &Manifest, all_rows: Vec<RunRow>) -> Self {
         let length = manifest.generation.max_new_tokens[0] as u64;
+        // The main tables show each dataset's first prompt cap; the prompt-length figure all.
+        let main_caps: Vec<(String, u64)> = manifest
+            .sweep
+            .dataset
+            .iter()
+            .filter_map(|d| Some((d.clone(), *manifest.prompts.max_chars_on(d).first()? as u64)))
+            .collect();
         let rows: Vec<RunRow> = all_rows
             .iter()
-            .filter(|r| r.max_new_tokens == length)
+            .filter(|r| r.max_new_tokens == length && at_cap(&main_caps, r))
             .cloned()
             .collect();
         let datasets = manifest
@@ -168,21 +323,7 @@ impl Study {
             .map(|key| &manifest.datasets[key])
             .filter_map(|spec| Some((spec.label.clone(), spec.stand_in.clone()?)))
             .collect();
-        let mut methods: Vec<Method> = Vec::new();
-        for row in &rows {
-            if !methods.contains(&row.method) {
-                methods.push(row.method.clone());
-            }
-        }
-        let configs = labels::label_all(&methods)
-            .into_iter()
-            .zip(methods)
-            .map(|(label, method)| Config {
-                proposed: method.name() == "dynatree",
-                method,
-                label,
-            })
-            .collect();
+        let configs = configs_of(manifest, &rows);
         let mut study = Self {
             experiment: manifest.experiment.name.clone(),
             datasets,
@@ -190,6 +331,7 @@ impl Study {
             length,
             rows,
             all_rows,
+            main_caps,
             configs,
             shown: Vec::new(),
         };
@@ -200,10 +342,23 @@ impl Study {
     /// The run of configuration `c` on dataset `d` (indices into `configs` and `datasets`).
     pub fn cell(&self, c: usize, d: usize) -> Option<&RunRow> {
         let (key, _) = &self.datasets[d];
-        let method = &self.configs[c].method;
+        let config = &self.configs[c];
         self.rows
             .iter()
-            .find(|r| &r.dataset_key == key && &r.method == method)
+            .find(|r| &r.dataset_key == key && config.covers(&r.method, key))
+    }
+
+    /// Whether `r` ran with its dataset's main prompt cap.
+    pub fn at_main_cap(&self, r: &RunRow) -> bool {
+        at_cap(&self.main_caps, r)
+    }
+
+    /// The captions' notes on configurations whose parameters differ by dataset.
+    pub fn per_dataset_notes(&self) -> Vec<String> {
+        self.shown
+            .iter()
+            .filter_map(|&c| self.configs[c].per_dataset_note(&self.datasets))
+            .collect()
     }
 
     /// Mean of `f` over the datasets where configuration `c` ran.
@@ -222,7 +377,7 @@ impl Study {
 
     fn select_shown(&self) -> Vec<usize> {
         let mut shown = Vec::new();
-        for name in Method::NAMES {
+        for name in crate::decode::METHODS.map(|m| m.name) {
             let of_method: Vec<usize> = (0..self.configs.len())
                 .filter(|&c| self.configs[c].method.name() == name)
                 .collect();

@@ -1,6 +1,7 @@
-//! The appendix's tables, each a booktabs `tabular` ready for `\input`: `memory.tex` (the paper's
-//! Table 7 layout), `memory_breakdown.tex`, `speedup.tex`, `main.tex`, `latency.tex` and
-//! `sweep.tex`.
+//! The appendix's tables, each a booktabs `tabular` ready for `\input`: `main.tex`,
+//! `speedup.tex` (the published paper's main results), `efficiency.tex`, `latency.tex`,
+//! `memory.tex` (the early draft's Table 7 layout), `memory_breakdown.tex`, `sweep.tex` and,
+//! with Fixed Tree and DynaTree runs, `ablation.tex`.
 
 use super::latex::{
     best_marks, cell, dataset_heading, escape, number, row, tabular, Better, Header,
@@ -18,15 +19,38 @@ pub struct Table {
 /// Every table, in appendix order.
 pub fn all(study: &Study, header: &Header) -> Result<Vec<Table>, ReportError> {
     let memory = super::memory::MemoryTables::new(study)?;
+    let notes = study.per_dataset_notes();
+    let note = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" {}.", super::latex::escape(&notes.join("; ")))
+    };
     let table = |stem, text, caption: &str| Table {
         stem,
         text,
-        caption: caption.to_string(),
+        caption: format!("{caption}{note}"),
     };
-    Ok(vec![
-        table("main", main(study, header), r"Main results per dataset: throughput in generated tokens per second (mean $\pm$ standard deviation over prompts, each prompt's repeats averaged first), speedup over AR measured the same way, acceptance in both conventions (drafted: accepted $\div$ drafted tokens, as the paper's text defines it; paper: committed tokens including the target's own $\div$ (rounds $\times$ K, or D+2 for trees), as the authors' scripts compute it, which can exceed 100\%) and tokens committed per target forward pass. Best value per column in bold."),
-        table("speedup", speedup(study, header), "Cross-dataset comparison: throughput (t/s, mean over prompts) and speedup over AR measured the same way."),
-        table("latency", latency(study, header), r"Latency, mean $\pm$ standard deviation over prompts: time to first token (TTFT: prefill of target and draft and the first round) and time per output token after it (TPOT), in milliseconds."),
+    let mut tables = vec![
+        table(
+            "main",
+            main(study, header),
+            r"Main results per dataset: throughput in generated tokens per second (mean $\pm$ standard deviation over prompts, each prompt's repeats averaged first), speedup over AR measured the same way, acceptance in both conventions (drafted: accepted $\div$ drafted tokens, as the paper's text defines it; paper: committed tokens including the target's own $\div$ (rounds $\times$ K, or D+2 for trees), as the authors' scripts compute it, which can exceed 100\%) and tokens committed per target forward pass. Best value per column in bold.",
+        ),
+        table(
+            "speedup",
+            speedup(study, header),
+            r"Main results as the published paper lays them out: throughput (t/s, mean $\pm$ standard deviation over prompts) and speedup over AR measured the same way, per dataset.",
+        ),
+        table(
+            "efficiency",
+            super::paper_tables::efficiency(study, header),
+            super::paper_tables::EFFICIENCY_CAPTION,
+        ),
+        table(
+            "latency",
+            latency(study, header),
+            r"Latency, mean $\pm$ standard deviation over prompts: time to first token (TTFT: prefill of target and draft and the first round) and time per output token after it (TPOT), in milliseconds.",
+        ),
         Table {
             stem: "memory",
             text: memory.peak(study, header),
@@ -37,8 +61,20 @@ pub fn all(study: &Study, header: &Header) -> Result<Vec<Table>, ReportError> {
             text: memory.breakdown(study, header),
             caption: memory.breakdown_caption(),
         },
-        table("sweep", sweep(study, header), "The best speculative configuration per generation length and dataset, by speedup."),
-    ])
+        table(
+            "sweep",
+            sweep(study, header),
+            "The best speculative configuration per generation length and dataset, by speedup.",
+        ),
+    ];
+    if let Some(text) = super::paper_tables::ablation(study, header) {
+        tables.push(table(
+            "ablation",
+            text,
+            &super::paper_tables::ablation_caption(study),
+        ));
+    }
+    Ok(tables)
 }
 
 /// A number column: how to read it off a run, how to print it, which way is better.
@@ -179,7 +215,7 @@ pub(super) fn label(study: &Study, c: usize, bold_proposed: bool) -> String {
 }
 
 /// Method | per dataset, each metric — with a two-level header (datasets over metrics).
-fn by_dataset(study: &Study, header: &Header, metrics: &[&Metric]) -> String {
+pub(super) fn by_dataset(study: &Study, header: &Header, metrics: &[&Metric]) -> String {
     let width = metrics.len();
     let mut top = vec![String::new()];
     let mut rules = Vec::new();
@@ -210,7 +246,7 @@ fn by_dataset(study: &Study, header: &Header, metrics: &[&Metric]) -> String {
 
 /// The cross-dataset table: throughput and speedup per dataset.
 fn speedup(study: &Study, header: &Header) -> String {
-    by_dataset(study, header, &[&THROUGHPUT, &SPEEDUP])
+    by_dataset(study, header, &[&THROUGHPUT_SPREAD, &SPEEDUP])
 }
 
 /// TTFT and TPOT per dataset.
@@ -257,7 +293,7 @@ fn sweep(study: &Study, header: &Header) -> String {
         study
             .configs
             .iter()
-            .find(|c| c.method == run.method)
+            .find(|c| c.covers(&run.method, &run.dataset_key))
             .map_or_else(|| run.method.describe(), |c| c.label.clone())
     };
     let mut body = Vec::new();
@@ -267,7 +303,7 @@ fn sweep(study: &Study, header: &Header) -> String {
                 .all_rows
                 .iter()
                 .filter(|r| r.max_new_tokens == *length && &r.dataset_key == key)
-                .filter(|r| r.method.name() != "ar")
+                .filter(|r| study.at_main_cap(r) && !r.method.is_baseline())
                 .max_by(|a, b| a.speedup.total_cmp(&b.speedup));
             let Some(run) = best else { continue };
             body.push(row(&[

@@ -77,6 +77,7 @@ pub fn settings(max_new_tokens: usize) -> GenerationSettings {
         stop_at_eos: false,
         eos_token_id: Some(0),
         vocab_limit: 2048,
+        trace_trees: false,
     }
 }
 
