@@ -32,6 +32,20 @@ fn planned(manifest: &Manifest, artifacts: &Path) -> Result<Vec<PlannedRun>> {
     bench::plan(manifest, artifacts, &HubSettings::from_env()).context("planning runs")
 }
 
+/// The error and its causes on one line, without a backtrace; a cause whose text the message
+/// already holds (our errors name their source, then also chain it) is said once.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut out = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// `dynatree check`: validates a manifest and its grid without running anything, and says which
 /// hub files only the lock pins (or nothing yet).
 pub fn check(args: &CheckArgs) -> Result<ExitCode> {
@@ -41,6 +55,7 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
     } = &args.manifest;
     let manifest = manifest::load(path)?;
     let points = crate::grid::expand(&manifest)?;
+    crate::report::name_collisions(&manifest)?;
     println!("{}: ok, {} runs", path.display(), points.len());
     let locked = Lock::load(lock)?;
     for (name, spec) in &manifest.datasets {
@@ -92,7 +107,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let artifacts = &args.artifacts.artifacts;
     let store = Store::open(artifacts)?;
     let all = planned(&manifest, artifacts)?;
-    let (pending, done) = runner::select(all, &args.options, &store);
+    let (pending, done) = runner::select(all, &args.options, &store)?;
     let force = args.options.force;
     if pending.is_empty() {
         println!("nothing to do: {done} runs already done");
@@ -297,27 +312,36 @@ fn print_prompts(
 pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     let manifest = load(&args.manifest)?;
     let artifacts = &args.artifacts.artifacts;
-    let store = Store::open(artifacts)?;
+    let store = Store::open_read(artifacts)?;
     let status = bench::status(planned(&manifest, artifacts)?, &store);
     println!(
-        "{}: {} done, {} failed, {} pending",
+        "{}: {} done, {} failed, {} tampered, {} pending",
         args.manifest.manifest.display(),
         status.done.len(),
         status.failed.len(),
+        status.tampered.len(),
         status.pending.len()
     );
     for (run, error) in &status.failed {
         println!("failed   {}  {}: {error}", short(&run.id), run.label());
     }
+    for (run, problem) in &status.tampered {
+        println!("tampered {}  {}: {problem}", short(&run.id), run.label());
+    }
     for run in &status.pending {
         println!("pending  {}  {}", short(&run.id), run.label());
     }
-    Ok(ExitCode::SUCCESS)
+    // Failed or tampered runs make the exit status say so, for scripts.
+    Ok(if status.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `dynatree verify`: every stored result against its checksum and id.
 pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
-    let store = Store::open(&args.artifacts.artifacts)?;
+    let store = Store::open_read(&args.artifacts.artifacts)?;
     let problems = store.verify()?;
     let good = store.done_ids()?.len();
     for p in &problems {
@@ -334,8 +358,15 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
 /// `dynatree aggregate`: every result into `summary.csv` and `per_prompt.csv`.
 pub fn aggregate(args: &AggregateArgs) -> Result<ExitCode> {
     let artifacts = &args.artifacts.artifacts;
-    let store = Store::open(artifacts)?;
+    let store = Store::open_read(artifacts)?;
     let aggregate = crate::report::aggregate(&store)?;
+    for skipped in &aggregate.skipped {
+        eprintln!(
+            "skipped {}: {} (`dynatree run` redoes it)",
+            skipped.path.display(),
+            skipped.problem
+        );
+    }
     let changed = aggregate.write_csv(artifacts)?;
     println!(
         "{} runs, {} prompt rows in {} ({})",
@@ -371,7 +402,7 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
 /// `dynatree why`: which inputs make two runs differ.
 pub fn why(args: &WhyArgs) -> Result<ExitCode> {
     let (left, right) = (args.left.as_str(), args.right.as_str());
-    let store = Store::open(&args.artifacts.artifacts)?;
+    let store = Store::open_read(&args.artifacts.artifacts)?;
     let config = |prefix: &str| -> Result<(String, serde_json::Value)> {
         let id = resolve_id(&store, prefix)?;
         let path = store.result_path(&id);
@@ -599,7 +630,7 @@ pub fn methods(args: &MethodsArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|p| {
                     serde_json::json!({"name": p.name, "default": p.default,
-                        "expected": p.kind.expected(), "help": p.help})
+                        "expected": p.expected(), "help": p.help})
                 })
                 .collect();
             let line = serde_json::json!({"method": spec.name, "label": spec.label,

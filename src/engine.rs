@@ -84,6 +84,7 @@ impl Engine {
                 )));
             }
         }
+        self.check_draft_tokenizer()?;
         if let Some(tok) = &self.tokenizer {
             if tok.vocab_size() > target_vocab {
                 return Err(EngineError::Incompatible(format!(
@@ -92,6 +93,35 @@ impl Engine {
                     tok.vocab_size()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// A draft trained with another tokenizer proposes ids that mean other tokens: refuse it.
+    /// Equal vocabularies in different files (other normalizer or merges) are only warned about.
+    fn check_draft_tokenizer(&self) -> Result<(), EngineError> {
+        let (Some(ours), Some(path)) = (
+            &self.tokenizer,
+            self.draft_files.as_ref().and_then(|f| f.tokenizer.as_ref()),
+        ) else {
+            return Ok(());
+        };
+        let theirs = TextTokenizer::from_file(path)?;
+        if let Some((token, id, other)) = ours.first_difference(&theirs) {
+            let other = other.map_or_else(|| "absent".to_string(), |i| format!("id {i}"));
+            return Err(EngineError::Incompatible(format!(
+                "{}: the draft's tokenizer differs from {}: token {token:?} is id {id} there and {other} here; the draft must share the target's vocabulary",
+                path.display(),
+                ours.path().display()
+            )));
+        }
+        let same_bytes = std::fs::read(path).ok() == std::fs::read(ours.path()).ok();
+        if !same_bytes {
+            eprintln!(
+                "warning: {} and {} are different files with the same vocabulary; check that they tokenize alike",
+                path.display(),
+                ours.path().display()
+            );
         }
         Ok(())
     }

@@ -255,7 +255,7 @@ fn check_shape(m: &MethodAxes, file: &Path) -> Result<(), ManifestError> {
                     "sweep.{}.{}: needs at least one value, each {}",
                     m.method,
                     axis.name,
-                    spec.kind.expected()
+                    spec.expected()
                 ),
             ));
         }
@@ -536,7 +536,7 @@ dataset = "a"
         let err = expand(&m).unwrap_err().to_string();
         assert_eq!(
             err,
-            "t.toml: sweep.linear.k: needs at least one value, each an integer >= 1"
+            "t.toml: sweep.linear.k: needs at least one value, each an integer in 1..=64"
         );
 
         let mut m = manifest_with(

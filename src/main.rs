@@ -32,8 +32,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the cause chain on one line, without a backtrace.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", commands::error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

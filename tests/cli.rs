@@ -224,7 +224,7 @@ fn bad_invocations_explain_themselves() {
         (&["--method", "ar", "--dtype", "f8"], "unknown dtype"),
         (
             &["--method", "linear", "-p", "k=0", "--draft", "x/y"],
-            "k must be an integer >= 1, got 0",
+            "k must be an integer in 1..=64, got 0",
         ),
         (
             &["--method", "ar", "--device", "tpu"],

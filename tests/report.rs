@@ -836,7 +836,15 @@ fn a_result_without_a_lossless_flag_is_not_reported() {
 fn a_memory_table_never_mixes_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let artifacts = copied_artifacts(dir.path());
-    let linear = first_id("linear");
+    // A run the memory table shows: at the first generation length.
+    let summary = read_csv(&fixture().artifacts().join("summary.csv"));
+    let linear = (0..summary.height())
+        .find(|&i| {
+            str_at(&summary, "method", i) == "linear"
+                && f64_at(&summary, "max_new_tokens", i) == Some(12.0)
+        })
+        .map(|i| str_at(&summary, "id", i))
+        .unwrap();
     let store = dynatree::store::Store::open(&artifacts).unwrap();
     let mut result = store.read_result(&linear).unwrap().unwrap();
     result["memory"]["kind"] = serde_json::json!("gpu_allocated");

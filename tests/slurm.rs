@@ -474,7 +474,10 @@ fn a_sweep_runs_as_a_job_array_and_reports() {
     let verify = ok(dynatree(dir, &["verify"]).output().unwrap());
     assert!(verify.contains("3 results verify, 0 problems"), "{verify}");
     let status = ok(dynatree(dir, &["status", manifest]).output().unwrap());
-    assert!(status.contains("3 done, 0 failed, 0 pending"), "{status}");
+    assert!(
+        status.contains("3 done, 0 failed, 0 tampered, 0 pending"),
+        "{status}"
+    );
     let report_log = dir.join(format!(
         "artifacts/slurm/dynatree-slurm-report-{}.log",
         report["JobId"]

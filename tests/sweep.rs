@@ -134,7 +134,7 @@ fn a_sweep_runs_resumes_and_verifies() {
     assert!(ok(dynatree(dir, &["run", m])).contains("nothing to do"));
     let status = ok(dynatree(dir, &["status", m]));
     assert!(
-        status.contains(&format!("{RUNS} done, 0 failed, 0 pending")),
+        status.contains(&format!("{RUNS} done, 0 failed, 0 tampered, 0 pending")),
         "{status}"
     );
     assert!(ok(dynatree(dir, &["verify"])).contains(&format!("{RUNS} results verify, 0 problems")));
@@ -153,8 +153,21 @@ fn a_sweep_runs_resumes_and_verifies() {
     let out = dynatree(dir, &["verify"]);
     assert!(!out.status.success());
     assert!(stdout(&out).contains(&ids[3]), "{}", stdout(&out));
-    let status = ok(dynatree(dir, &["status", m]));
-    assert!(status.contains("1 pending"), "{status}");
+    let out = dynatree(dir, &["aggregate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("skipped ") && stderr.contains(&ids[3]),
+        "{stderr}"
+    );
+    // Shown as tampered (not pending), and the exit status says something is wrong.
+    let out = dynatree(dir, &["status", m]);
+    assert!(!out.status.success(), "status exits non-zero");
+    let status = stdout(&out);
+    assert!(status.contains("1 tampered, 0 pending"), "{status}");
+    assert!(
+        status.contains(&format!("tampered {}", &ids[3][..12])),
+        "{status}"
+    );
     ok(dynatree(dir, &["run", m]));
     assert!(ok(dynatree(dir, &["verify"])).contains("0 problems"));
 }
@@ -289,14 +302,25 @@ fn shards_split_a_sweep_and_ctrl_c_keeps_finished_runs() {
     let manifest = write_manifest_with_tokens(dir, 120);
     let m = manifest.to_str().unwrap();
     // Ctrl-C once the first run is done: exit 130, nothing partial, what finished verifies.
-    let mut child = spawn_run(dir, m);
+    let mut child = command(dir, &["run", m])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runner starts");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with("done "), "{first}");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    // Acknowledged at once, not only when the generation ends.
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("interrupt: finishing the current generation"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(ok(dynatree(dir, &["verify"])).contains(" 0 problems"));
     assert!(results(dir).len() < RUNS);
 
@@ -306,4 +330,31 @@ fn shards_split_a_sweep_and_ctrl_c_keeps_finished_runs() {
     assert_eq!(results(dir).len(), RUNS);
     let out = dynatree(dir, &["run", m, "--shard", "2/2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("need 0 <= I < N"));
+}
+
+#[test]
+fn two_forced_runners_redo_each_run_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let manifest = write_manifest_with_tokens(dir, 40);
+    let m = manifest.to_str().unwrap();
+    ok(dynatree(dir, &["run", m]));
+    let spawn = || {
+        command(dir, &["run", m, "--force"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runner starts")
+    };
+    let (a, b) = (spawn(), spawn());
+    let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let redone: usize = outputs
+        .iter()
+        .map(|o| stdout(o).lines().filter(|l| l.starts_with("done ")).count())
+        .sum();
+    assert_eq!(
+        redone, RUNS,
+        "each forced run is redone by one runner, not both"
+    );
+    assert!(ok(dynatree(dir, &["verify"])).contains(&format!("{RUNS} results verify")));
 }

@@ -79,7 +79,13 @@ pub fn model_identity(
         ModelRef::Path { path } => {
             let files = ModelFiles::resolve(&ModelSource::Local(path.clone()), hub)?;
             let mut hashed = BTreeMap::new();
-            for file in std::iter::once(&files.config).chain(&files.weights) {
+            // Everything that shapes the numbers: the config, the weights and the tokenizer
+            // that encodes the prompts (its absence is part of the identity too).
+            let tokenizer = files.tokenizer.iter();
+            for file in std::iter::once(&files.config)
+                .chain(&files.weights)
+                .chain(tokenizer)
+            {
                 let name = file
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
@@ -117,12 +123,41 @@ pub fn dataset_identity(spec: &DatasetSpec, hashes: &mut HashCache) -> Result<Va
     Ok(json!({ "kind": spec.kind, "column": spec.column, "files": files }))
 }
 
-/// sha256 of files, remembered by path, size and modification time so that multi-gigabyte
-/// checkpoints are hashed once, not at every `plan`.
+/// sha256 of files, remembered so that multi-gigabyte checkpoints are hashed once, not at every
+/// `plan`. A remembered hash is reused only while the file's path, size, modification time,
+/// inode and status-change time (ctime) are all unchanged: `touch -d` can restore an mtime, but
+/// any write or `touch` moves the ctime, which no user command sets back, and replacing the
+/// file moves the inode.
 pub struct HashCache {
     path: PathBuf,
-    entries: BTreeMap<String, (u64, u128, String)>,
+    entries: BTreeMap<String, (FileStamp, String)>,
     dirty: bool,
+}
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    size: u64,
+    mtime_ns: u128,
+    inode: u64,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            size: meta.len(),
+            mtime_ns,
+            inode: meta.ino(),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
 }
 
 impl HashCache {
@@ -143,22 +178,18 @@ impl HashCache {
             path: file.to_path_buf(),
             source,
         })?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        let stamp = FileStamp::of(&meta);
         let key = std::fs::canonicalize(file)
             .unwrap_or_else(|_| file.to_path_buf())
             .display()
             .to_string();
-        if let Some((size, time, hash)) = self.entries.get(&key) {
-            if *size == meta.len() && *time == mtime {
+        if let Some((known, hash)) = self.entries.get(&key) {
+            if *known == stamp {
                 return Ok(hash.clone());
             }
         }
         let hash = crate::data::sha256_file(file)?;
-        self.entries.insert(key, (meta.len(), mtime, hash.clone()));
+        self.entries.insert(key, (stamp, hash.clone()));
         self.dirty = true;
         Ok(hash)
     }
@@ -167,10 +198,50 @@ impl HashCache {
     pub fn save(&self) {
         if self.dirty {
             if let Some(dir) = self.path.parent() {
+                // Only inside an artifacts directory that exists: `plan` with a misspelt
+                // --artifacts must not create one.
+                if dir.parent().is_some_and(|root| !root.is_dir()) {
+                    return;
+                }
                 let _ = std::fs::create_dir_all(dir);
             }
             let text = serde_json::to_vec(&self.entries).unwrap_or_default();
             let _ = store::write_atomic(&self.path, &text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Same size, mtime set back: the ctime still tells the new bytes apart.
+    #[test]
+    fn rewritten_bytes_are_rehashed_even_with_their_old_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weights.bin");
+        std::fs::write(&file, b"aaaa").unwrap();
+        let mut cache = HashCache::open(&dir.path().join("hashes.json"));
+        let before = cache.sha256(&file).unwrap();
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&file, b"bbbb").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+        let after = cache.sha256(&file).unwrap();
+        assert_ne!(
+            before, after,
+            "the cache must not trust size and mtime alone"
+        );
+        assert_eq!(after, crate::data::sha256_file(&file).unwrap());
+        // Unchanged, it is remembered, not hashed again.
+        cache.dirty = false;
+        assert_eq!(cache.sha256(&file).unwrap(), after);
+        assert!(!cache.dirty);
     }
 }

@@ -63,9 +63,8 @@ impl PlannedRun {
         )
     }
 
-    /// Matches `--only`: comma-separated terms, each `key=value` (dataset, method or a parameter)
-    /// or a bare word naming the method, the dataset or an id prefix.
-    pub fn matches(&self, filter: &str) -> bool {
+    /// What `--only key=value` can select on: dataset, method, lengths and every parameter.
+    fn fields(&self) -> BTreeMap<String, String> {
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
         fields.insert("dataset".into(), self.point.dataset.clone());
         fields.insert("method".into(), self.point.method.name().into());
@@ -82,19 +81,82 @@ impl PlannedRun {
                 );
             }
         }
-        filter
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .all(|term| match term.split_once('=') {
-                Some((k, v)) => fields.get(k.trim()).is_some_and(|f| f == v.trim()),
-                None => {
-                    term == self.point.dataset
-                        || term == self.point.method.name()
-                        || self.id.starts_with(term)
-                }
-            })
+        fields
     }
+
+    fn matches_term(&self, term: &str, fields: &BTreeMap<String, String>) -> bool {
+        match term.split_once('=') {
+            Some((k, v)) => fields.get(k.trim()).is_some_and(|f| f == v.trim()),
+            None => {
+                term == self.point.dataset
+                    || term == self.point.method.name()
+                    || self.id.starts_with(term)
+            }
+        }
+    }
+
+    /// Matches `--only`: comma-separated terms, each `key=value` (dataset, method or a parameter)
+    /// or a bare word naming the method, the dataset or an id prefix.
+    pub fn matches(&self, filter: &str) -> bool {
+        let fields = self.fields();
+        only_terms(filter).all(|term| self.matches_term(term, &fields))
+    }
+}
+
+fn only_terms(filter: &str) -> impl Iterator<Item = &str> {
+    filter.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// `--only` must mean something: every key is one runs have, and every term alone selects at
+/// least one planned run; otherwise the error lists what exists.
+pub fn check_only(filter: &str, planned: &[PlannedRun]) -> Result<(), BenchError> {
+    let fields: Vec<BTreeMap<String, String>> = planned.iter().map(PlannedRun::fields).collect();
+    let mut keys: Vec<&str> = vec!["dataset", "method", "max_new_tokens", "max_chars"];
+    for spec in crate::decode::METHODS.iter().flat_map(|m| m.params) {
+        if !keys.contains(&spec.name) {
+            keys.push(spec.name);
+        }
+    }
+    for term in only_terms(filter) {
+        let key = term.split_once('=').map(|(k, _)| k.trim());
+        if let Some(key) = key.filter(|k| !keys.contains(k)) {
+            return Err(BenchError::Invalid(format!(
+                "--only: unknown key {key:?}; expected one of {}",
+                keys.join(", ")
+            )));
+        }
+        if planned
+            .iter()
+            .zip(&fields)
+            .any(|(run, f)| run.matches_term(term, f))
+        {
+            continue;
+        }
+        let shown = key.unwrap_or("method");
+        let mut values: Vec<&str> = fields
+            .iter()
+            .filter_map(|f| f.get(shown).map(String::as_str))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        let what = if key.is_some() {
+            format!("{shown} takes {}", values.join(", "))
+        } else {
+            let mut datasets: Vec<&str> = fields.iter().map(|f| f["dataset"].as_str()).collect();
+            datasets.sort_unstable();
+            datasets.dedup();
+            format!(
+                "methods: {}; datasets: {}; or an id prefix",
+                values.join(", "),
+                datasets.join(", ")
+            )
+        };
+        return Err(BenchError::Invalid(format!(
+            "--only: {term:?} matches none of the {} planned runs ({what})",
+            planned.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The device a manifest asks for, and its identity (`auto` = CUDA when built and present).
@@ -160,22 +222,33 @@ pub fn plan(
 pub struct Status {
     pub done: Vec<PlannedRun>,
     pub failed: Vec<(PlannedRun, String)>,
+    /// A result is stored but does not verify (edited, truncated, stale): the next `run` redoes it.
+    pub tampered: Vec<(PlannedRun, String)>,
     pub pending: Vec<PlannedRun>,
+}
+
+impl Status {
+    /// Every run done and every stored result sound.
+    pub fn healthy(&self) -> bool {
+        self.failed.is_empty() && self.tampered.is_empty()
+    }
 }
 
 pub fn status(planned: Vec<PlannedRun>, store: &Store) -> Status {
     let mut status = Status {
         done: Vec::new(),
         failed: Vec::new(),
+        tampered: Vec::new(),
         pending: Vec::new(),
     };
     for run in planned {
-        if store.is_done(&run.id) {
-            status.done.push(run);
-        } else if let Some(error) = store.read_failure(&run.id) {
-            status.failed.push((run, error));
-        } else {
-            status.pending.push(run);
+        match store.read_result(&run.id) {
+            Ok(Some(_)) => status.done.push(run),
+            Err(problem) => status.tampered.push((run, problem.to_string())),
+            Ok(None) => match store.read_failure(&run.id) {
+                Some(error) => status.failed.push((run, error)),
+                None => status.pending.push(run),
+            },
         }
     }
     status

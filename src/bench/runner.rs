@@ -63,8 +63,14 @@ pub struct RunReport {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Said the moment Ctrl-C arrives: a long generation may take a while to finish.
+const INTERRUPT_ACK: &[u8] =
+    b"\ninterrupt: finishing the current generation, then stopping; nothing partial is written. Ctrl-C again aborts at once.\n";
+
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    // SAFETY: write(2) on stderr is async-signal-safe; a short write only shortens the notice.
+    unsafe { libc::write(2, INTERRUPT_ACK.as_ptr().cast(), INTERRUPT_ACK.len()) };
     // A second Ctrl-C ends the process at once.
     // SAFETY: restoring the default disposition is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
@@ -86,7 +92,10 @@ pub fn select(
     planned: Vec<PlannedRun>,
     opts: &RunOptions,
     store: &Store,
-) -> (Vec<PlannedRun>, usize) {
+) -> Result<(Vec<PlannedRun>, usize), BenchError> {
+    if let Some(filter) = &opts.only {
+        super::check_only(filter, &planned)?;
+    }
     let chosen: Vec<PlannedRun> = planned
         .into_iter()
         .enumerate()
@@ -100,7 +109,7 @@ pub fn select(
         .filter(|r| opts.force || !store.is_done(&r.id))
         .collect();
     let done = total - pending.len();
-    (pending, done)
+    Ok((pending, done))
 }
 
 pub fn run(
@@ -115,6 +124,7 @@ pub fn run(
         return Ok(report);
     }
     install_interrupt_handler();
+    let started = std::time::SystemTime::now();
     let engine = load_engine(manifest, hub)?;
     let mut prompts = PromptSets::default();
     let progress = Progress::new(runs.len());
@@ -133,8 +143,9 @@ pub fn run(
             report.skipped_locked.push(run.id.clone());
             continue;
         };
-        // Another runner may have finished it between planning and locking.
-        if store.is_done(&run.id) && !force {
+        // Another runner may have finished it between planning and locking; with --force, a
+        // result written since this runner started is another forced runner's redo.
+        if store.is_done(&run.id) && (!force || written_since(store, &run.id, started)) {
             progress.println(format!(
                 "skip {} {} (done elsewhere)",
                 short(&run.id),
@@ -186,6 +197,13 @@ pub fn run(
     }
     progress.finish();
     Ok(report)
+}
+
+/// Whether `id`'s stored result was written at or after `time`.
+fn written_since(store: &Store, id: &str, time: std::time::SystemTime) -> bool {
+    std::fs::metadata(store.result_path(id))
+        .and_then(|m| m.modified())
+        .is_ok_and(|written| written >= time)
 }
 
 pub fn short(id: &str) -> &str {

@@ -125,6 +125,17 @@ impl Method {
         }
     }
 
+    /// Positions a round may draft past the last token to generate: chains stop there, trees
+    /// are drafted whole (a path holds up to D + 1 tokens; DynaTree's up to Dmax, or D0 + 1
+    /// with fixed depth, D0 growing to Dmax − 1 with history).
+    pub fn lookahead(&self) -> usize {
+        match self {
+            Self::FixedTree(p) => p.depth + 1,
+            Self::Dynatree(p) => p.max_depth.max(p.base_depth + 1),
+            Self::Ar | Self::Linear { .. } | Self::HfAssisted { .. } => 0,
+        }
+    }
+
     /// `name key=value ...` with parameters in registry order, for people.
     pub fn describe(&self) -> String {
         let spec = self.spec();

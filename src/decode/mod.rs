@@ -32,6 +32,13 @@ pub enum DecodeError {
     InvalidParams(String),
     #[error("prompt token {token} is outside the model's vocabulary of {vocab}")]
     TokenOutOfRange { token: u32, vocab: usize },
+    #[error("a prompt of {prompt} tokens + {new} new tokens + {lookahead} drafted beyond them needs {} positions, but the model has max_position_embeddings = {limit}; shorten the prompt (prompts.max_chars) or max_new_tokens", prompt + new + lookahead)]
+    ContextExceeded {
+        prompt: usize,
+        new: usize,
+        lookahead: usize,
+        limit: usize,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -123,6 +130,7 @@ pub fn generate(
     settings: &GenerationSettings,
 ) -> Result<Generation, DecodeError> {
     check_inputs(method, target, draft, prompt)?;
+    check_context(method, target, draft, prompt.len(), settings.max_new_tokens)?;
     // One hop into the compute pool for the whole generation rather than one per forward pass.
     crate::model::compute_pool().install(|| run_rounds(method, target, draft, prompt, settings))
 }
@@ -207,6 +215,31 @@ fn check_inputs(
         Some(&token) => Err(DecodeError::TokenOutOfRange { token, vocab }),
         None => Ok(()),
     }
+}
+
+/// Refuses, before any work, a generation whose positions would run past either model's
+/// context: the prompt, the new tokens and what the last round may draft beyond them.
+pub fn check_context(
+    method: &Method,
+    target: &GptNeox,
+    draft: Option<&GptNeox>,
+    prompt: usize,
+    new: usize,
+) -> Result<(), DecodeError> {
+    let limit = draft
+        .filter(|_| method.needs_draft())
+        .map_or(usize::MAX, |d| d.config().max_position_embeddings)
+        .min(target.config().max_position_embeddings);
+    let lookahead = method.lookahead();
+    if prompt + new + lookahead > limit {
+        return Err(DecodeError::ContextExceeded {
+            prompt,
+            new,
+            lookahead,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn reached_eos(tokens: &[u32], eos: Option<u32>) -> bool {

@@ -45,6 +45,9 @@ pub struct ParamSpec {
     pub symbol: Option<&'static str>,
     /// Shown in every label of the method, not only when it varies among the labelled runs.
     pub always_labelled: bool,
+    /// The largest value a count may take: sizes beyond it would not fit any model's context
+    /// or memory (a 100,000-node tree needs a 40 GB mask).
+    pub max: usize,
     pub help: &'static str,
 }
 
@@ -73,21 +76,28 @@ const fn param(
         default,
         symbol,
         always_labelled,
+        max: usize::MAX,
         help,
     }
 }
 
+impl ParamSpec {
+    const fn up_to(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+}
+
+/// Depths, breadths and chain lengths: far beyond what pays, well within any context.
+const MAX_DEPTH: usize = 64;
+/// Nodes verified in one pass.
+const MAX_NODES: usize = 4096;
+
 use Param::{Count as C, Probability as P, Switch as S};
 use ParamKind::{Count, Natural, Probability, Switch};
 
-const LINEAR: [ParamSpec; 1] = [param(
-    "k",
-    Count,
-    C(6),
-    Some("K"),
-    true,
-    "draft tokens per round",
-)];
+const LINEAR: [ParamSpec; 1] =
+    [param("k", Count, C(6), Some("K"), true, "draft tokens per round").up_to(MAX_DEPTH)];
 
 const FIXED_TREE: [ParamSpec; 4] = [
     param(
@@ -97,7 +107,8 @@ const FIXED_TREE: [ParamSpec; 4] = [
         Some("D"),
         true,
         "levels below the root",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "branch",
         Count,
@@ -105,7 +116,8 @@ const FIXED_TREE: [ParamSpec; 4] = [
         Some("B"),
         true,
         "children per expanded node",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "tau",
         Probability,
@@ -114,7 +126,7 @@ const FIXED_TREE: [ParamSpec; 4] = [
         true,
         "nodes below this cumulative draft probability are not expanded",
     ),
-    param("max_nodes", Count, C(32), Some("N"), false, "node budget"),
+    param("max_nodes", Count, C(32), Some("N"), false, "node budget").up_to(MAX_NODES),
 ];
 
 const DYNATREE: [ParamSpec; 16] = [
@@ -125,7 +137,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("D0"),
         false,
         "base depth D0",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "max_depth",
         Count,
@@ -133,7 +146,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("Dmax"),
         false,
         "hard depth limit",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "b_min",
         Count,
@@ -141,7 +155,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("Bmin"),
         false,
         "breadth when confident",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "b_mid",
         Count,
@@ -149,7 +164,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("Bmid"),
         false,
         "breadth otherwise",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "b_max",
         Count,
@@ -157,7 +173,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("Bmax"),
         false,
         "breadth when unsure",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "tau_h",
         Probability,
@@ -198,7 +215,7 @@ const DYNATREE: [ParamSpec; 16] = [
         false,
         "pruning threshold",
     ),
-    param("max_nodes", Count, C(256), Some("N"), false, "node budget"),
+    param("max_nodes", Count, C(256), Some("N"), false, "node budget").up_to(MAX_NODES),
     param(
         "window",
         Natural,
@@ -206,7 +223,8 @@ const DYNATREE: [ParamSpec; 16] = [
         Some("W"),
         false,
         "history window in rounds; 0 turns history adaptation off",
-    ),
+    )
+    .up_to(1_000_000),
     param(
         "target_acceptance",
         Probability,
@@ -249,7 +267,8 @@ const HF_ASSISTED: [ParamSpec; 3] = [
         Some("n"),
         false,
         "initial draft tokens per round",
-    ),
+    )
+    .up_to(MAX_DEPTH),
     param(
         "schedule",
         ParamKind::Schedule,
@@ -378,8 +397,8 @@ impl ParamSpec {
     /// The value is of this parameter's kind and within its range.
     pub fn check(&self, value: &Param) -> Result<(), String> {
         let ok = match (self.kind, value) {
-            (ParamKind::Count, Param::Count(n)) => *n >= 1,
-            (ParamKind::Natural, Param::Count(_)) => true,
+            (ParamKind::Count, Param::Count(n)) => (1..=self.max).contains(n),
+            (ParamKind::Natural, Param::Count(n)) => *n <= self.max,
             (ParamKind::Probability, Param::Probability(p)) => (0.0..=1.0).contains(p),
             (ParamKind::Schedule, Param::Schedule(_)) | (ParamKind::Switch, Param::Switch(_)) => {
                 true
@@ -392,20 +411,14 @@ impl ParamSpec {
             Err(format!(
                 "{} must be {}, got {value}",
                 self.name,
-                self.kind.expected()
+                self.expected()
             ))
         }
     }
 
     /// Parses a command-line value (`6`, `0.05`, `heuristic`, `true`).
     pub fn parse(&self, text: &str) -> Result<Param, String> {
-        let bad = || {
-            format!(
-                "{} must be {}, got {text:?}",
-                self.name,
-                self.kind.expected()
-            )
-        };
+        let bad = || format!("{} must be {}, got {text:?}", self.name, self.expected());
         let value = match self.kind {
             ParamKind::Count | ParamKind::Natural => Param::Count(text.parse().map_err(|_| bad())?),
             ParamKind::Probability => Param::Probability(text.parse().map_err(|_| bad())?),
@@ -414,6 +427,19 @@ impl ParamSpec {
         };
         self.check(&value)?;
         Ok(value)
+    }
+}
+
+impl ParamSpec {
+    /// What a valid value is, for messages: `an integer in 1..=4096`.
+    pub fn expected(&self) -> String {
+        match self.kind {
+            ParamKind::Count if self.max < usize::MAX => format!("an integer in 1..={}", self.max),
+            ParamKind::Natural if self.max < usize::MAX => {
+                format!("an integer in 0..={}", self.max)
+            }
+            kind => kind.expected().to_string(),
+        }
     }
 }
 
@@ -499,7 +525,15 @@ mod tests {
     fn values_are_range_checked_by_name() {
         let linear = method_spec("linear").unwrap();
         let err = linear.build(&[Param::Count(0)]).unwrap_err();
-        assert_eq!(err, "k must be an integer >= 1, got 0");
+        assert_eq!(err, "k must be an integer in 1..=64, got 0");
+        let huge = method_spec("fixed_tree")
+            .unwrap()
+            .param("max_nodes")
+            .unwrap();
+        assert_eq!(
+            huge.parse("100000").unwrap_err(),
+            "max_nodes must be an integer in 1..=4096, got 100000"
+        );
         let tree = method_spec("fixed_tree").unwrap();
         let err = tree
             .build_with(&[("tau", Param::Probability(1.5))])

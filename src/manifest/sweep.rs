@@ -326,7 +326,7 @@ fn axis<'a>(
     let items = value.non_empty_array()?;
     let values = items
         .iter()
-        .map(|item| param(item, spec.kind))
+        .map(|item| param(item, spec))
         .collect::<Result<Vec<_>>>()?;
     let axis = Axis {
         name: spec.name,
@@ -336,7 +336,13 @@ fn axis<'a>(
 }
 
 /// One value, range-checked as `Method::validate` would.
-fn param(value: &Value, kind: ParamKind) -> Result<Param> {
+fn param(value: &Value, spec: &ParamSpec) -> Result<Param> {
+    let param = typed(value, spec.kind)?;
+    spec.check(&param).map_err(|e| value.error(e))?;
+    Ok(param)
+}
+
+fn typed(value: &Value, kind: ParamKind) -> Result<Param> {
     match kind {
         ParamKind::Count => Ok(Param::Count(value.count()?)),
         ParamKind::Natural => Ok(Param::Count(value.usize()?)),
@@ -606,7 +612,7 @@ fn exclude_param(
             ),
         ));
     };
-    let param = param(value, spec.kind)?;
+    let param = param(value, spec)?;
     let mut values: Vec<Param> = Vec::new();
     for variant in axes.variants() {
         let axis = variant.axis(spec.name).expect("every spec has an axis");

@@ -511,6 +511,14 @@ fn out_of_range_values() {
     );
     let text = edited("depth = [6, 7]", "depth = [0, 7]");
     assert!(error(&text).ends_with("sweep.fixed_tree.depth[0]: must be at least 1, got 0"));
+    let text = edited("max_nodes = [32]", "max_nodes = [100000]");
+    assert_eq!(
+        error(&text),
+        format!(
+            "{}: sweep.fixed_tree.max_nodes[0]: max_nodes must be an integer in 1..=4096, got 100000",
+            at(&text, "max_nodes = [", "100000")
+        )
+    );
     let text = edited("schedule = [\"heuristic\"]", "schedule = [\"sometimes\"]");
     assert!(error(&text).contains("unknown schedule \"sometimes\"; expected heuristic or constant"));
 }

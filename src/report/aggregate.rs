@@ -75,6 +75,8 @@ pub struct Aggregate {
     pub summary: DataFrame,
     /// One row per run and prompt (means over the repeats), with the speedup over AR's same prompt.
     pub per_prompt: DataFrame,
+    /// Files under runs/ left out because they do not verify, each with why.
+    pub skipped: Vec<crate::store::Problem>,
 }
 
 /// Reads every verifying result under `store` and aggregates it. A speculative run whose AR
@@ -126,6 +128,7 @@ pub fn aggregate(store: &Store) -> Result<Aggregate, ReportError> {
     Ok(Aggregate {
         summary,
         per_prompt: per_prompt_frame,
+        skipped: store.verify()?,
     })
 }
 

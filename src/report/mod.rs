@@ -91,26 +91,27 @@ impl Written {
 /// `appendix.tex`. Every run of the manifest must be done, lossless and have its AR baseline.
 pub fn report(manifest: &Manifest, artifacts: &Path, out: &Path) -> Result<Written, ReportError> {
     let planned = bench::plan(manifest, artifacts, &HubSettings::from_env())?;
-    let store = Store::open(artifacts)?;
+    let store = Store::open_read(artifacts)?;
     let aggregate = aggregate(&store)?;
     let mut written = Written::default();
     for path in aggregate.write_csv(artifacts)? {
+        written.files.push(path.clone());
         written.changed.push(path);
     }
     let rows = manifest_rows(manifest, &planned, &aggregate)?;
     let study = rows::Study::new(manifest, rows);
     let header = latex::Header::new(manifest, &study);
+    // Every text is built before the first file is written, so that an error (e.g. two labels
+    // that make one command name) leaves the report directory as it was.
     let tables = tables::all(&study, &header)?;
+    let numbers = numbers::render(&study, &header)?;
     for table in &tables {
         written.put(
             out.join("tables").join(format!("{}.tex", table.stem)),
             table.text.as_bytes(),
         )?;
     }
-    written.put(
-        out.join("numbers.tex"),
-        numbers::render(&study, &header)?.as_bytes(),
-    )?;
+    written.put(out.join("numbers.tex"), numbers.as_bytes())?;
     let figures = figures::all(&study, &header, &out.join("figures"), &mut written)?;
     written.put(
         out.join("appendix.tex"),
@@ -177,11 +178,30 @@ pub struct SummaryLine {
     pub memory_kind: String,
 }
 
+/// Datasets whose labels make the same `numbers.tex` command names (`PG-19` and `PG 19` both
+/// give `PGOneNine`), found before any run: `report` would otherwise fail at the end.
+pub fn name_collisions(manifest: &Manifest) -> Result<(), ReportError> {
+    let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+    for key in &manifest.sweep.dataset {
+        let label = manifest.datasets[key].label.as_str();
+        let part = numbers::command_part(label);
+        if let Some(other) = seen.insert(part.clone(), label) {
+            return Err(ReportError::Output {
+                path: manifest.path.clone(),
+                message: format!(
+                    "datasets labelled {other:?} and {label:?} would both be \\...{part} in numbers.tex; give them labels that differ in letters or digits"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The configurations the main tables show, on every dataset, at the first generation length:
 /// what `report` puts first, without writing anything. Needs every run done and lossless.
 pub fn summary(manifest: &Manifest, artifacts: &Path) -> Result<Vec<SummaryLine>, ReportError> {
     let planned = bench::plan(manifest, artifacts, &HubSettings::from_env())?;
-    let aggregate = aggregate(&Store::open(artifacts)?)?;
+    let aggregate = aggregate(&Store::open_read(artifacts)?)?;
     let study = rows::Study::new(manifest, manifest_rows(manifest, &planned, &aggregate)?);
     let mut lines = Vec::new();
     for &c in &study.shown {

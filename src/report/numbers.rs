@@ -48,7 +48,9 @@ impl Numbers {
                 message: format!("\\{name} would name both {previous:?} and {meaning:?}"),
             });
         }
-        self.lines.push(format!("% {meaning}"));
+        // A line break in a label would end the comment and leave the rest live.
+        self.lines
+            .push(format!("% {}", meaning.replace(['\n', '\r'], " ")));
         self.lines
             .push(format!("\\newcommand{{\\{name}}}{{{value}}}"));
         Ok(())

@@ -63,6 +63,9 @@ pub enum StoreError {
     /// Ids become file names, so anything that could escape the directory is refused.
     #[error("invalid run id {id:?} (for a file in {}): expected letters, digits, '-', '_' or '.', not starting with '.'", dir.display())]
     InvalidId { dir: PathBuf, id: String },
+    /// A command that only reads was pointed at a directory that is not there.
+    #[error("artifacts directory {} does not exist (a misspelt --artifacts? `dynatree run` creates it)", path.display())]
+    Missing { path: PathBuf },
     /// `write_atomic` was given a path it cannot put a temp file beside (no file name).
     #[error("{}: {reason}", path.display())]
     InvalidPath { path: PathBuf, reason: String },
@@ -106,6 +109,19 @@ impl Store {
         }
         atomic::remove_stale_temps(root)?;
         Ok(store)
+    }
+
+    /// For commands that only read (`verify`, `status`, `plan`, `why`, `aggregate`, `report`):
+    /// the directory must exist, and nothing is created or removed in it.
+    pub fn open_read(root: &Path) -> Result<Store, StoreError> {
+        if !root.is_dir() {
+            return Err(StoreError::Missing {
+                path: root.to_path_buf(),
+            });
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -226,6 +242,10 @@ impl Store {
     /// valid `<id>.json`.
     fn run_files(&self) -> Result<Vec<(PathBuf, Option<String>)>, StoreError> {
         let dir = self.root.join(RUNS);
+        if !dir.exists() {
+            // An artifacts directory without results yet (opened read-only) holds none.
+            return Ok(Vec::new());
+        }
         let entries = fs::read_dir(&dir).map_err(|e| StoreError::io("cannot list", &dir, e))?;
         let mut files = Vec::new();
         for entry in entries {
