@@ -99,6 +99,15 @@ impl TreePolicy for AdaptiveState {
             p.b_mid
         }
     }
+
+    fn max_breadth(&self) -> usize {
+        let p = &self.params;
+        if p.dynamic_breadth {
+            p.b_min.max(p.b_mid).max(p.b_max)
+        } else {
+            p.b_mid
+        }
+    }
 }
 
 #[cfg(test)]

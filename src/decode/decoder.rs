@@ -134,10 +134,13 @@ impl<'m> Decoder<'m> {
             let rows: Vec<Vec<f32>> = self.draft_level(&mut tree, &nodes)?.to_vec2()?;
             frontier.clear();
             for (&(node, base), row) in expanded.iter().zip(&rows) {
-                let confidence = top_k_log_probs(row, self.vocab, 1)[0].1.exp();
+                // One pass over the row gives both the confidence (the top-1 probability)
+                // and every child the policy could ask for.
+                let mut best = top_k_log_probs(row, self.vocab, policy.max_breadth());
+                let confidence = best[0].1.exp();
                 let room = policy.max_nodes() - tree.len();
-                let children = policy.breadth(confidence).min(room);
-                for (token, lp) in top_k_log_probs(row, self.vocab, children) {
+                best.truncate(policy.breadth(confidence).min(room));
+                for (token, lp) in best {
                     frontier.push((tree.push(token, Some(node)), base + lp));
                 }
             }

@@ -100,6 +100,8 @@ pub trait TreePolicy {
     fn expands(&self, depth: usize, log_prob: f64) -> bool;
     /// How many children an expanded node gets, from the draft's top-1 probability after it.
     fn breadth(&self, confidence: f64) -> usize;
+    /// The most children `breadth` ever returns.
+    fn max_breadth(&self) -> usize;
 }
 
 /// Fixed Tree: levels 1..=depth; a node below `tau` stays as a leaf.
@@ -113,6 +115,10 @@ impl TreePolicy for TreeParams {
     }
 
     fn breadth(&self, _confidence: f64) -> usize {
+        self.branch
+    }
+
+    fn max_breadth(&self) -> usize {
         self.branch
     }
 }
