@@ -1,6 +1,7 @@
 //! Command handlers: the edge between the parsed command line and the stages, printing for
 //! people (or JSON) and turning failures into exit codes.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::bench::runner::{self, short};
-use crate::bench::{self, PlannedRun};
+use crate::bench::{self, Planner, RunState, StatusCounts};
 use crate::cli::{
     AggregateArgs, CheckArgs, FetchArgs, GenerateArgs, ManifestArg, MethodsArgs, PlanArgs,
     PromptsArgs, ReportArgs, RunArgs, StatusArgs, SubmitArgs, SummaryArgs, VerifyArgs, WhyArgs,
@@ -28,8 +29,14 @@ fn load(arg: &ManifestArg) -> Result<Manifest> {
     Ok(manifest)
 }
 
-fn planned(manifest: &Manifest, artifacts: &Path) -> Result<Vec<PlannedRun>> {
-    bench::plan(manifest, artifacts, &HubSettings::from_env()).context("planning runs")
+fn planner<'m>(manifest: &'m Manifest, artifacts: &Path) -> Result<Planner<'m>> {
+    Planner::new(manifest, artifacts, &HubSettings::from_env()).context("planning runs")
+}
+
+/// Buffered stdout for commands that print a line per run: one write per line would cost a
+/// system call each on a million-run grid.
+fn run_lines() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
 }
 
 /// The error and its causes on one line, without a backtrace; a cause whose text the message
@@ -54,9 +61,11 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
         lock,
     } = &args.manifest;
     let manifest = manifest::load(path)?;
-    let points = crate::grid::expand(&manifest)?;
+    let grid = crate::grid::Grid::new(&manifest)?;
+    bench::check_context(&manifest, &grid, &HubSettings::from_env())?;
+    let runs = grid.len();
     crate::report::name_collisions(&manifest)?;
-    println!("{}: ok, {} runs", path.display(), points.len());
+    println!("{}: ok, {runs} runs", path.display());
     let locked = Lock::load(lock)?;
     for (name, spec) in &manifest.datasets {
         let DatasetSource::Hub {
@@ -90,14 +99,18 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode> {
 /// `dynatree plan`: the expanded grid with ids, in run order.
 pub fn plan(args: &PlanArgs) -> Result<ExitCode> {
     let manifest = load(&args.manifest)?;
-    for run in planned(&manifest, &args.artifacts.artifacts)? {
+    let planner = planner(&manifest, &args.artifacts.artifacts)?;
+    let mut out = run_lines();
+    planner.try_each(|run| {
         if args.format.json {
             let line = json!({"id": run.id, "dataset": run.point.dataset, "method": run.point.method.name(), "params": run.point.method.params()});
-            println!("{line}");
+            writeln!(out, "{line}")?;
         } else {
-            println!("{}  {}", run.id, run.label());
+            writeln!(out, "{}  {}", run.id, run.label())?;
         }
-    }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -106,15 +119,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let manifest = load(&args.manifest)?;
     let artifacts = &args.artifacts.artifacts;
     let store = Store::open(artifacts)?;
-    let all = planned(&manifest, artifacts)?;
-    let (pending, done) = runner::select(all, &args.options, &store)?;
+    let planner = planner(&manifest, artifacts)?;
+    let (pending, done) = runner::select(&planner, &args.options, &store)?;
     let force = args.options.force;
     if pending.is_empty() {
         println!("nothing to do: {done} runs already done");
         return Ok(ExitCode::SUCCESS);
     }
     let hub = HubSettings::from_env();
-    let report = runner::run(&manifest, pending, &store, &hub, force)?;
+    let report = runner::run(&planner, pending, &store, &hub, force)?;
     println!(
         "{} done now, {done} done before, {} running elsewhere, {} failed",
         report.completed.len(),
@@ -308,31 +321,41 @@ fn print_prompts(
     }
 }
 
-/// `dynatree status`.
+/// `dynatree status`: a line per run that is not done (in grid order, as the runs stream), then
+/// the counts.
 pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     let manifest = load(&args.manifest)?;
     let artifacts = &args.artifacts.artifacts;
     let store = Store::open_read(artifacts)?;
-    let status = bench::status(planned(&manifest, artifacts)?, &store);
-    println!(
-        "{}: {} done, {} failed, {} tampered, {} pending",
-        args.manifest.manifest.display(),
-        status.done.len(),
-        status.failed.len(),
-        status.tampered.len(),
-        status.pending.len()
-    );
-    for (run, error) in &status.failed {
-        println!("failed   {}  {}: {error}", short(&run.id), run.label());
-    }
-    for (run, problem) in &status.tampered {
-        println!("tampered {}  {}: {problem}", short(&run.id), run.label());
-    }
-    for run in &status.pending {
-        println!("pending  {}  {}", short(&run.id), run.label());
-    }
+    let planner = planner(&manifest, artifacts)?;
+    let mut counts = StatusCounts::default();
+    let mut out = run_lines();
+    planner.try_each(|run| {
+        let state = RunState::of(&run.id, &store);
+        counts.add(&state);
+        let (id, label) = (short(&run.id), run.label());
+        match state {
+            RunState::Done => {}
+            RunState::Failed(error) => writeln!(out, "failed   {id}  {label}: {error}")?,
+            RunState::Tampered(problem) => writeln!(out, "tampered {id}  {label}: {problem}")?,
+            RunState::Pending => writeln!(out, "pending  {id}  {label}")?,
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let StatusCounts {
+        done,
+        failed,
+        tampered,
+        pending,
+    } = counts;
+    let name = args.manifest.manifest.display();
+    writeln!(
+        out,
+        "{name}: {done} done, {failed} failed, {tampered} tampered, {pending} pending"
+    )?;
+    out.flush()?;
     // Failed or tampered runs make the exit status say so, for scripts.
-    Ok(if status.healthy() {
+    Ok(if counts.healthy() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -463,15 +486,20 @@ pub fn submit(args: &SubmitArgs) -> Result<ExitCode> {
     options.validate()?;
     let manifest = load(&args.manifest)?;
     let store = Store::open(artifacts)?;
-    let all = planned(&manifest, artifacts)?;
-    let pending: Vec<usize> = (0..all.len())
-        .filter(|&i| !store.is_done(&all[i].id))
-        .collect();
+    let planner = planner(&manifest, artifacts)?;
+    let (mut pending, mut index) = (Vec::new(), 0);
+    planner.try_each(|run| {
+        if !store.is_done(&run.id) {
+            pending.push(index);
+        }
+        index += 1;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let total = planner.len();
     let paths = JobPaths::resolve(path, &args.manifest.lock, artifacts)?;
     if pending.is_empty() {
         println!(
-            "nothing to submit: all {} runs of {} are done; for the report run\n  dynatree aggregate --artifacts {a}\n  dynatree report {} --artifacts {a} --out {a}/report",
-            all.len(),
+            "nothing to submit: all {total} runs of {} are done; for the report run\n  dynatree aggregate --artifacts {a}\n  dynatree report {} --artifacts {a} --out {a}/report",
             path.display(),
             paths.manifest.display(),
             a = paths.artifacts.display(),
@@ -482,11 +510,11 @@ pub fn submit(args: &SubmitArgs) -> Result<ExitCode> {
         .tasks
         .unwrap_or(pending.len())
         .min(cluster::MAX_SHARDS);
-    let layout = cluster::layout(&pending, all.len(), max_tasks);
+    let layout = cluster::layout(&pending, total, max_tasks);
     println!(
         "{} of {} runs pending: {} array tasks, shards i/{}, at most {} runs per task{}",
         pending.len(),
-        all.len(),
+        total,
         layout.tasks.len(),
         layout.shards,
         layout.busiest,

@@ -47,93 +47,138 @@ pub struct GridPoint {
     pub method: Method,
 }
 
-/// A point's identity, for the no-duplicates assertion.
-type PointKey = (usize, &'static str, [u64; MAX_AXES]);
-
 /// All runs of a manifest, in the order documented above.
 ///
 /// A manifest from `manifest::parse` always expands; the errors are for manifests built or
 /// edited in code (a malformed axis, an out-of-range value, an exclude matching nothing).
 pub fn expand(manifest: &Manifest) -> Result<Vec<GridPoint>, ManifestError> {
-    let sweep = &manifest.sweep;
-    let file = manifest.path.as_path();
-    let speculative = || sweep.method.iter().filter(|m| !m.axes.is_empty());
-    let plans_on = |dataset: &str| {
-        speculative()
-            .map(|m| Plan::new(m.on(dataset), file))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let lengths = &manifest.generation.max_new_tokens;
-    let caps = |dataset: &str| manifest.prompts.max_chars_on(dataset);
-    let mut total = 0;
-    for dataset in &sweep.dataset {
-        let per_block = 1 + plans_on(dataset)?.iter().map(Plan::len).sum::<usize>();
-        total += per_block * lengths.len() * caps(dataset).len();
+    let grid = Grid::new(manifest)?;
+    let mut points = Vec::with_capacity(grid.len());
+    grid.try_each(|point| {
+        points.push(point);
+        Ok::<(), ManifestError>(())
+    })?;
+    Ok(points)
+}
+
+/// A manifest's checked grid, walked point by point without holding the points, so that
+/// planning a grid of any size takes memory for one point at a time.
+///
+/// Points are distinct by construction (datasets, caps, lengths, methods and every axis's values
+/// or zipped rows are), so no set of seen points is kept.
+pub struct Grid<'m> {
+    manifest: &'m Manifest,
+    /// Per dataset of `sweep.dataset`: its speculative methods' plans and exclude filters.
+    plans: Vec<Vec<(Plan<'m>, Filter)>>,
+    len: usize,
+}
+
+impl<'m> Grid<'m> {
+    /// Checks the sweep and counts its points: every method builds, every exclude matches.
+    pub fn new(manifest: &'m Manifest) -> Result<Self, ManifestError> {
+        let sweep = &manifest.sweep;
+        let file = manifest.path.as_path();
+        let distinct = |what: &str, values: &[usize]| {
+            let unique: HashSet<&usize> = values.iter().collect();
+            match unique.len() == values.len() {
+                true => Ok(()),
+                false => Err(invalid(file, format!("{what}: a value is listed twice"))),
+            }
+        };
+        distinct(
+            "generation.max_new_tokens",
+            &manifest.generation.max_new_tokens,
+        )?;
+        let mut plans = Vec::with_capacity(sweep.dataset.len());
+        for dataset in &sweep.dataset {
+            distinct("prompts.max_chars", manifest.prompts.max_chars_on(dataset))?;
+            let mut on_dataset = Vec::new();
+            for m in sweep.method.iter().filter(|m| !m.axes.is_empty()) {
+                let axes = m.on(dataset);
+                on_dataset.push((
+                    Plan::new(axes, file)?,
+                    Filter::new(&sweep.exclude, axes, dataset),
+                ));
+            }
+            plans.push(on_dataset);
+        }
+        let mut grid = Self {
+            manifest,
+            plans,
+            len: 0,
+        };
+        let mut matched = vec![false; sweep.exclude.len()];
+        let mut len = 0;
+        grid.walk(&mut matched, &mut |_, _| {
+            len += 1;
+            Ok::<(), ManifestError>(())
+        })?;
+        grid.len = len;
+        if let Some(i) = matched.iter().position(|m| !m) {
+            return Err(ManifestError::Invalid {
+                at: sweep.exclude[i].at.clone(),
+                message: "exclude matches no point of the grid".to_string(),
+            });
+        }
+        Ok(grid)
     }
-    let mut out = Output {
-        points: Vec::with_capacity(total),
-        seen: HashSet::with_capacity(total),
-        matched: vec![false; sweep.exclude.len()],
-    };
-    let mut index = 0;
-    for dataset in &sweep.dataset {
-        let plans = plans_on(dataset)?;
-        for &max_chars in caps(dataset) {
-            for &length in lengths {
-                let block = Block {
-                    index,
-                    dataset,
-                    max_chars,
-                    length,
-                };
-                index += 1;
-                out.push(&block, Method::Ar, [0; MAX_AXES]);
-                for plan in &plans {
-                    let filter = Filter::new(&sweep.exclude, plan.axes, dataset);
-                    plan.expand(&block, &filter, &mut out, file)?;
+
+    /// The number of points.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Calls `f` with every point in grid order; stops at its first error.
+    pub fn try_each<E: From<ManifestError>>(
+        &self,
+        mut f: impl FnMut(GridPoint) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut matched = vec![false; self.manifest.sweep.exclude.len()];
+        self.walk(&mut matched, &mut |block, method| {
+            f(GridPoint {
+                dataset: block.dataset.to_string(),
+                max_chars: block.max_chars,
+                max_new_tokens: block.length,
+                method,
+            })
+        })
+    }
+
+    fn walk<E: From<ManifestError>>(
+        &self,
+        matched: &mut [bool],
+        sink: &mut impl FnMut(&Block, Method) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let manifest = self.manifest;
+        let file = manifest.path.as_path();
+        for (dataset, plans) in manifest.sweep.dataset.iter().zip(&self.plans) {
+            for &max_chars in manifest.prompts.max_chars_on(dataset) {
+                for &length in &manifest.generation.max_new_tokens {
+                    let block = Block {
+                        dataset,
+                        max_chars,
+                        length,
+                    };
+                    sink(&block, Method::Ar)?;
+                    for (plan, filter) in plans {
+                        plan.walk(&block, filter, matched, file, sink)?;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    if let Some(i) = out.matched.iter().position(|m| !m) {
-        return Err(ManifestError::Invalid {
-            at: sweep.exclude[i].at.clone(),
-            message: "exclude matches no point of the grid".to_string(),
-        });
-    }
-    Ok(out.points)
-}
-
-struct Output {
-    points: Vec<GridPoint>,
-    seen: HashSet<PointKey>,
-    /// Per exclude: whether it dropped at least one point.
-    matched: Vec<bool>,
 }
 
 /// A dataset, a prompt cap and a generation length: the unit the methods repeat over.
 struct Block<'a> {
-    index: usize,
     dataset: &'a str,
     max_chars: usize,
     length: usize,
-}
-
-impl Output {
-    fn push(&mut self, block: &Block, method: Method, bits: [u64; MAX_AXES]) {
-        let fresh = self.seen.insert((block.index, method.name(), bits));
-        assert!(
-            fresh,
-            "duplicate grid point {} {} {method:?}",
-            block.dataset, block.length
-        );
-        self.points.push(GridPoint {
-            dataset: block.dataset.to_string(),
-            max_chars: block.max_chars,
-            max_new_tokens: block.length,
-            method,
-        });
-    }
 }
 
 fn invalid(file: &Path, message: String) -> ManifestError {
@@ -168,10 +213,13 @@ impl<'m> Plan<'m> {
                 None => groups.push(vec![i]),
             }
         }
-        let lens = groups
+        let lens: Vec<usize> = groups
             .iter()
             .map(|g| axes.axes[g[0]].values.len())
             .collect();
+        for (group, &len) in groups.iter().zip(&lens) {
+            distinct_rows(axes, group, len, file)?;
+        }
         Ok(Self { axes, groups, lens })
     }
 
@@ -179,15 +227,17 @@ impl<'m> Plan<'m> {
         self.lens.iter().product()
     }
 
-    /// Appends this method's points for one dataset and length, last group varying fastest.
-    fn expand(
+    /// Gives this method's points for one block to `sink`, last group varying fastest.
+    fn walk<E: From<ManifestError>>(
         &self,
         block: &Block,
         filter: &Filter,
-        out: &mut Output,
+        matched: &mut [bool],
         file: &Path,
-    ) -> Result<(), ManifestError> {
+        sink: &mut impl FnMut(&Block, Method) -> Result<(), E>,
+    ) -> Result<(), E> {
         let name = self.axes.method;
+        let spec = method_spec(name).expect("check_shape knows the method");
         let mut rows = vec![0usize; self.groups.len()];
         let mut params = [Param::Count(0); MAX_AXES];
         let mut bits = [0u64; MAX_AXES];
@@ -198,14 +248,11 @@ impl<'m> Plan<'m> {
                     bits[a] = params[a].bits();
                 }
             }
-            if !filter.drops(&bits, &mut out.matched) {
-                let method = method_spec(name)
-                    .expect("check_shape knows the method")
-                    .build(&params[..self.axes.axes.len()])
-                    .map_err(|e| {
-                        invalid(file, format!("sweep.{name} on {}: {e}", block.dataset))
-                    })?;
-                out.push(block, method, bits);
+            if !filter.drops(&bits, matched) {
+                let method = spec.build(&params[..self.axes.axes.len()]).map_err(|e| {
+                    invalid(file, format!("sweep.{name} on {}: {e}", block.dataset))
+                })?;
+                sink(block, method)?;
             }
             step(&mut rows, &self.lens);
         }
@@ -256,6 +303,35 @@ fn check_shape(m: &MethodAxes, file: &Path) -> Result<(), ManifestError> {
                     m.method,
                     axis.name,
                     spec.expected()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A group's rows (one value, or one zipped row) must differ, or two points would be one run.
+fn distinct_rows(
+    m: &MethodAxes,
+    group: &[usize],
+    len: usize,
+    file: &Path,
+) -> Result<(), ManifestError> {
+    let mut seen = HashSet::with_capacity(len);
+    for row in 0..len {
+        let bits: Vec<u64> = group
+            .iter()
+            .map(|&a| m.axes[a].values[row].bits())
+            .collect();
+        if !seen.insert(bits) {
+            let names: Vec<&str> = group.iter().map(|&a| m.axes[a].name).collect();
+            return Err(invalid(
+                file,
+                format!(
+                    "sweep.{}.{}: row {} repeats an earlier one; the same point would run twice",
+                    m.method,
+                    names.join("+"),
+                    row + 1
                 ),
             ));
         }
@@ -527,6 +603,43 @@ dataset = "a"
                 "b linear {\"k\":2}"
             ]
         );
+    }
+
+    /// Points are distinct by construction, so code that repeats a value is refused up front.
+    #[test]
+    fn repeated_values_in_code_built_manifests_are_refused() {
+        let mut m = manifest_with("[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n");
+        m.sweep.method[0].axes[0].values = vec![Param::Count(2), Param::Count(3), Param::Count(2)];
+        let err = expand(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("sweep.linear.k: row 3 repeats an earlier one"),
+            "{err}"
+        );
+        let mut m = manifest_with("[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n");
+        m.generation.max_new_tokens = vec![4, 4];
+        let err = expand(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("generation.max_new_tokens: a value is listed twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_grid_walks_in_expansion_order_and_stops_at_the_first_error() {
+        let m = manifest_with("[sweep]\ndataset = [\"a\", \"b\"]\nmethod = [\"linear\"]\n[sweep.linear]\nk = [1, 2, 3]\n");
+        let grid = Grid::new(&m).unwrap();
+        let expanded = expand(&m).unwrap();
+        assert_eq!(grid.len(), expanded.len());
+        let mut walked = Vec::new();
+        let stopped = grid.try_each(|p| {
+            walked.push(p);
+            match walked.len() {
+                5 => Err(invalid(Path::new("x"), "enough".into())),
+                _ => Ok(()),
+            }
+        });
+        assert_eq!(stopped.unwrap_err().to_string(), "x: enough");
+        assert_eq!(walked, expanded[..5]);
     }
 
     #[test]

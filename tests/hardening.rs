@@ -137,6 +137,43 @@ fn impossible_sizes_are_refused_before_any_work() {
     );
 }
 
+/// Without loading any model: the configs alone say that 2048 new tokens (+ 1 prompt token)
+/// cannot fit a context of 2048, for AR as for the drafting methods.
+#[test]
+fn check_and_plan_refuse_lengths_beyond_the_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = fixture_dir();
+    let m = manifest(tmp.path(), &fixture.join("target"), &fixture.join("draft"));
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        text.replace("max_new_tokens = 4", "max_new_tokens = [4, 2048]"),
+    )
+    .unwrap();
+    let path = m.to_str().unwrap();
+    let check = failed(output(dynatree().args(["check", path])));
+    assert!(
+        check.contains("run ar max_new_tokens=2048 cannot fit")
+            && check.contains("a prompt of 1 token + 2048 new tokens + 0 drafted beyond them needs 2049 positions, but the model has max_position_embeddings = 2048"),
+        "{check}"
+    );
+    let artifacts = tmp.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let plan = failed(output(
+        dynatree()
+            .args(["plan", path, "--artifacts"])
+            .arg(&artifacts),
+    ));
+    assert!(plan.contains("max_new_tokens=2048 cannot fit"), "{plan}");
+    // The longest that fits passes.
+    std::fs::write(
+        &m,
+        text.replace("max_new_tokens = 4", "max_new_tokens = 2047"),
+    )
+    .unwrap();
+    ok(output(dynatree().args(["check", path])));
+}
+
 #[test]
 fn an_only_filter_that_selects_nothing_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
@@ -169,6 +206,11 @@ fn an_only_filter_that_selects_nothing_is_an_error() {
         word.contains("methods: ar, linear; datasets: wikitext2"),
         "{word}"
     );
+    // Numbers are listed in numeric order.
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, format!("{text}[sweep.linear]\nk = [10, 2, 6]\n")).unwrap();
+    let k = failed(run("k=7"));
+    assert!(k.contains("(k takes 2, 6, 10)"), "{k}");
     ok(run("method=linear,k=6"));
 }
 

@@ -24,15 +24,14 @@ pub struct Resolved {
 }
 
 /// The identity object of one grid point.
+///
+/// Within a block (one dataset, prompt cap and generation length) only `method`, `params` and
+/// `models` may differ between points: [`RunIds`] writes the rest once per block.
 pub fn run_config(manifest: &Manifest, point: &GridPoint, resolved: &Resolved) -> Value {
     json!({
         "engine_version": ENGINE_VERSION,
         "prompt_rules_version": crate::data::PROMPT_RULES_VERSION,
-        "models": {
-            "target": resolved.target,
-            "draft": if point.method.needs_draft() { resolved.draft.clone().unwrap_or(Value::Null) } else { Value::Null },
-            "dtype": manifest.models.dtype,
-        },
+        "models": models(manifest, resolved, point.method.needs_draft()),
         "dataset": resolved.datasets.get(&point.dataset).cloned().unwrap_or(Value::Null),
         "prompts": {
             "count": manifest.prompts.count,
@@ -49,6 +48,66 @@ pub fn run_config(manifest: &Manifest, point: &GridPoint, resolved: &Resolved) -
         "warmup": manifest.experiment.warmup,
         "device": resolved.device,
     })
+}
+
+fn models(manifest: &Manifest, resolved: &Resolved, with_draft: bool) -> Value {
+    let draft = match with_draft {
+        true => resolved.draft.clone().unwrap_or(Value::Null),
+        false => Value::Null,
+    };
+    json!({ "target": resolved.target, "draft": draft, "dtype": manifest.models.dtype })
+}
+
+/// The keys of a run config that differ between the points of one block.
+const POINT_KEYS: [&str; 3] = ["method", "params", "models"];
+
+/// Run ids of the points of a grid in order, each at the cost of its own method and parameters:
+/// the canonical text of the rest of the config is written once per block. Equal to
+/// `store::run_id(&run_config(..))` for every point.
+pub struct RunIds<'a> {
+    manifest: &'a Manifest,
+    resolved: &'a Resolved,
+    /// The `models` value without and with the draft.
+    models: [Value; 2],
+    block: Option<(BlockKey, store::ObjectTemplate)>,
+}
+
+type BlockKey = (String, usize, usize);
+
+impl<'a> RunIds<'a> {
+    pub fn new(manifest: &'a Manifest, resolved: &'a Resolved) -> Self {
+        Self {
+            manifest,
+            resolved,
+            models: [false, true].map(|draft| models(manifest, resolved, draft)),
+            block: None,
+        }
+    }
+
+    pub fn id(&mut self, point: &GridPoint) -> String {
+        let same_block = |(d, c, l): &BlockKey| {
+            (d.as_str(), *c, *l)
+                == (
+                    point.dataset.as_str(),
+                    point.max_chars,
+                    point.max_new_tokens,
+                )
+        };
+        let template = match &self.block {
+            Some((key, template)) if same_block(key) => template,
+            _ => {
+                let config = run_config(self.manifest, point, self.resolved);
+                let fixed = config.as_object().expect("a run config is an object");
+                let key = (point.dataset.clone(), point.max_chars, point.max_new_tokens);
+                let template = store::ObjectTemplate::new(fixed, &POINT_KEYS);
+                &self.block.insert((key, template)).1
+            }
+        };
+        let method = Value::from(point.method.name());
+        let models = &self.models[usize::from(point.method.needs_draft())];
+        let text = template.write(&[&method, &point.method.params(), models]);
+        store::sha256_hex(text.as_bytes())
+    }
 }
 
 /// The config of the AR run a run is compared with: the same config with method `ar`, no
@@ -214,6 +273,65 @@ impl HashCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streamed ids are the ids of the whole configs, across datasets, prompt caps,
+    /// lengths and every method (with and without the draft).
+    #[test]
+    fn streamed_ids_equal_whole_config_ids() {
+        let text = r#"
+[experiment]
+name = "ids"
+repeats = 2
+[models]
+target = { path = "target" }
+draft = { path = "draft" }
+dtype = "f32"
+device = "cpu"
+[datasets.a]
+label = "A"
+kind = "text"
+path = "a.parquet"
+[datasets.b]
+label = "B"
+kind = "text"
+path = "b.parquet"
+[prompts]
+count = 1
+max_chars = { a = [10, 20], b = 30 }
+[generation]
+max_new_tokens = [4, 8]
+[sweep]
+dataset = ["a", "b"]
+method = ["ar", "linear", "fixed_tree", "dynatree", "hf_assisted"]
+[sweep.linear]
+k = [2, 3]
+[sweep.fixed_tree]
+depth = [2, 3]
+branch = [2]
+tau = [0.0, 0.1]
+max_nodes = [8]
+"#;
+        let manifest = crate::manifest::parse(text, Path::new("ids.toml")).unwrap();
+        let resolved = Resolved {
+            target: json!({"files": {"model.safetensors": "sha256:aa"}}),
+            draft: Some(json!({"files": {"model.safetensors": "sha256:bb"}})),
+            datasets: [("a", 1), ("b", 2)]
+                .map(|(d, n)| (d.to_string(), json!({"kind": "text", "n": n})))
+                .into(),
+            device: json!({"kind": "cpu", "name": "test"}),
+        };
+        let points = crate::grid::expand(&manifest).unwrap();
+        assert_eq!(points.len(), 3 * 2 * (1 + 2 + 4 + 1 + 1));
+        let mut ids = RunIds::new(&manifest, &resolved);
+        let streamed: Vec<String> = points.iter().map(|p| ids.id(p)).collect();
+        let whole: Vec<String> = points
+            .iter()
+            .map(|p| store::run_id(&run_config(&manifest, p, &resolved)))
+            .collect();
+        assert_eq!(streamed, whole);
+        let distinct: std::collections::BTreeSet<&String> = whole.iter().collect();
+        assert_eq!(distinct.len(), whole.len());
+    }
 
     /// Same size, mtime set back: the ctime still tells the new bytes apart.
     #[test]

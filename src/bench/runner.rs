@@ -7,7 +7,7 @@ use super::record::{tokens_sha256, Measured, Record, Summary};
 use super::result::{
     LosslessCheck, ManifestInfo, MemoryKind, MemorySummary, PromptInfo, RunResult,
 };
-use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun};
+use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun, Planner};
 use crate::data::{self, Prompt};
 use crate::decode::{GenerationSettings, Method};
 use crate::engine::{Engine, EngineSpec};
@@ -87,33 +87,34 @@ fn install_interrupt_handler() {
     };
 }
 
-/// Selects this invocation's runs: the shard, the filter, and (unless forced) not yet done.
+/// Selects this invocation's runs: the shard, the filter, and (unless forced) not yet done;
+/// also says how many selected runs are done. Holds only the selected runs.
 pub fn select(
-    planned: Vec<PlannedRun>,
+    planner: &Planner,
     opts: &RunOptions,
     store: &Store,
 ) -> Result<(Vec<PlannedRun>, usize), BenchError> {
     if let Some(filter) = &opts.only {
-        super::check_only(filter, &planned)?;
+        super::check_only(filter, planner)?;
     }
-    let chosen: Vec<PlannedRun> = planned
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| opts.shard.is_none_or(|(index, count)| i % count == index))
-        .map(|(_, run)| run)
-        .filter(|run| opts.only.as_deref().is_none_or(|f| run.matches(f)))
-        .collect();
-    let total = chosen.len();
-    let pending: Vec<PlannedRun> = chosen
-        .into_iter()
-        .filter(|r| opts.force || !store.is_done(&r.id))
-        .collect();
-    let done = total - pending.len();
+    let (mut pending, mut done, mut index) = (Vec::new(), 0, 0);
+    planner.try_each(|run| {
+        let in_shard = opts.shard.is_none_or(|(i, count)| index % count == i);
+        index += 1;
+        if !in_shard || !opts.only.as_deref().is_none_or(|f| run.matches(f)) {
+            return Ok(());
+        }
+        match !opts.force && store.is_done(&run.id) {
+            true => done += 1,
+            false => pending.push(run),
+        }
+        Ok::<(), BenchError>(())
+    })?;
     Ok((pending, done))
 }
 
 pub fn run(
-    manifest: &Manifest,
+    planner: &Planner,
     runs: Vec<PlannedRun>,
     store: &Store,
     hub: &HubSettings,
@@ -123,6 +124,7 @@ pub fn run(
     if runs.is_empty() {
         return Ok(report);
     }
+    let manifest = planner.manifest();
     install_interrupt_handler();
     let started = std::time::SystemTime::now();
     let engine = load_engine(manifest, hub)?;
@@ -155,7 +157,13 @@ pub fn run(
             progress.finish_run();
             continue;
         }
-        match execute(run, manifest, &engine, &mut prompts, store, hub, &progress) {
+        let config = planner.config(&run.point);
+        let job = Job {
+            run,
+            config: &config,
+            manifest,
+        };
+        match execute(&job, &engine, &mut prompts, store, hub, &progress) {
             Ok(None) => {
                 report.interrupted = true;
                 break;
@@ -184,7 +192,7 @@ pub fn run(
             }
             Err(error) => {
                 let message = error.to_string();
-                store.write_failure(&run.id, &run.config, &message)?;
+                store.write_failure(&run.id, &config, &message)?;
                 progress.println(format!(
                     "FAILED {} {}: {message}",
                     short(&run.id),
@@ -276,20 +284,27 @@ impl PromptSets {
     }
 }
 
+/// A run to execute, with its config and manifest.
+struct Job<'a> {
+    run: &'a PlannedRun,
+    config: &'a serde_json::Value,
+    manifest: &'a Manifest,
+}
+
 /// Runs warm-ups then measured repeats for every prompt; `None` when interrupted.
 fn execute(
-    run: &PlannedRun,
-    manifest: &Manifest,
+    job: &Job,
     engine: &Engine,
     prompts: &mut PromptSets,
     store: &Store,
     hub: &HubSettings,
     progress: &Progress,
 ) -> Result<Option<RunResult>, BenchError> {
+    let (run, manifest) = (job.run, job.manifest);
     let method = &run.point.method;
     let settings = engine.settings(run.point.max_new_tokens, manifest.generation.stop_at_eos);
     let set = prompts.get(&run.point, manifest, engine, hub)?.to_vec();
-    let reference = reference_outputs(run, engine, prompts, store, &set, &settings)?;
+    let reference = reference_outputs(job, engine, prompts, store, &set, &settings)?;
     let (warmup, repeats) = (manifest.experiment.warmup, manifest.experiment.repeats);
     progress.set_tokens(set.len() * (warmup + repeats) * settings.max_new_tokens);
     let provenance = Provenance::start(!engine.target.device().is_cpu());
@@ -319,7 +334,7 @@ fn execute(
     let matching = records.iter().filter(|r| r.lossless).count();
     Ok(Some(RunResult {
         id: run.id.clone(),
-        config: run.config.clone(),
+        config: job.config.clone(),
         manifest: ManifestInfo {
             path: manifest.path.clone(),
             experiment: manifest.experiment.name.clone(),
@@ -366,7 +381,7 @@ fn memory_summary(engine: &Engine, records: &[Record]) -> MemorySummary {
 /// generated here (untimed). An AR run is itself checked against such an untimed generation,
 /// which makes its `lossless` flag a determinism check of its measured repeats.
 fn reference_outputs(
-    run: &PlannedRun,
+    job: &Job,
     engine: &Engine,
     prompts: &mut PromptSets,
     store: &Store,
@@ -374,7 +389,8 @@ fn reference_outputs(
     settings: &GenerationSettings,
 ) -> Result<Reference, BenchError> {
     // Keyed by the AR baseline's id: the same dataset, length and everything else.
-    let baseline_id = crate::store::run_id(&super::identity::baseline_config(&run.config));
+    let run = job.run;
+    let baseline_id = crate::store::run_id(&super::identity::baseline_config(job.config));
     if let Some(known) = prompts.reference.get(&baseline_id) {
         return Ok(known.clone());
     }

@@ -158,23 +158,55 @@ impl Method {
         self.spec().needs_draft
     }
 
-    /// The parameters alone, as a JSON object (`{}` for AR).
+    /// The parameters alone, as a JSON object (`{}` for AR): what serde writes for the method
+    /// without its tag.
     pub fn params(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).expect("methods serialize");
-        if let Some(map) = value.as_object_mut() {
-            map.remove("method");
-        }
-        value
-    }
-
-    /// The parameter values in registry order.
-    pub fn values(&self) -> Vec<Param> {
-        let params = self.params();
-        self.spec()
+        let spec = self.spec();
+        let map = spec
             .params
             .iter()
-            .map(|p| Param::from_json(&params[p.name], p.kind).expect("fields match the registry"))
-            .collect()
+            .zip(self.values())
+            .map(|(p, v)| (p.name.to_string(), v.to_json()))
+            .collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// The parameter values in registry order. Written out rather than read back from serde
+    /// (planning a large grid calls it per point); a test holds it to the serde form.
+    pub fn values(&self) -> Vec<Param> {
+        use Param::{Count as C, Probability as P, Switch as S};
+        match *self {
+            Self::Ar => Vec::new(),
+            Self::Linear { k } => vec![C(k)],
+            Self::FixedTree(p) => vec![C(p.depth), C(p.branch), P(p.tau), C(p.max_nodes)],
+            Self::Dynatree(p) => vec![
+                C(p.base_depth),
+                C(p.max_depth),
+                C(p.b_min),
+                C(p.b_mid),
+                C(p.b_max),
+                P(p.tau_h),
+                P(p.tau_l),
+                P(p.rho_stop),
+                P(p.rho_deep),
+                P(p.tau),
+                C(p.max_nodes),
+                C(p.window),
+                P(p.target_acceptance),
+                P(p.step),
+                S(p.dynamic_breadth),
+                S(p.dynamic_depth),
+            ],
+            Self::HfAssisted {
+                num_assistant_tokens,
+                schedule,
+                confidence_threshold,
+            } => vec![
+                C(num_assistant_tokens),
+                Param::Schedule(schedule),
+                P(confidence_threshold),
+            ],
+        }
     }
 
     /// The value of parameter `name`, if the method has it.
@@ -189,6 +221,11 @@ impl Method {
             spec.check(&value)
                 .map_err(|e| format!("{} {e}", self.name()))?;
         }
+        self.validate_relations()
+    }
+
+    /// The relations between parameters (each value's own range checked already).
+    pub(super) fn validate_relations(&self) -> Result<(), String> {
         match self {
             Self::Dynatree(p) => p.validate_relations(),
             _ => Ok(()),

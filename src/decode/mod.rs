@@ -32,7 +32,7 @@ pub enum DecodeError {
     InvalidParams(String),
     #[error("prompt token {token} is outside the model's vocabulary of {vocab}")]
     TokenOutOfRange { token: u32, vocab: usize },
-    #[error("a prompt of {prompt} tokens + {new} new tokens + {lookahead} drafted beyond them needs {} positions, but the model has max_position_embeddings = {limit}; shorten the prompt (prompts.max_chars) or max_new_tokens", prompt + new + lookahead)]
+    #[error("a prompt of {} + {new} new tokens + {lookahead} drafted beyond them needs {} positions, but the model has max_position_embeddings = {limit}; shorten the prompt (prompts.max_chars) or max_new_tokens", tokens(*prompt), prompt + new + lookahead)]
     ContextExceeded {
         prompt: usize,
         new: usize,
@@ -230,6 +230,17 @@ pub fn check_context(
         .filter(|_| method.needs_draft())
         .map_or(usize::MAX, |d| d.config().max_position_embeddings)
         .min(target.config().max_position_embeddings);
+    fits_context(method, limit, prompt, new)
+}
+
+/// Whether a prompt of `prompt` tokens, `new` tokens and what `method`'s last round may draft
+/// beyond them fit a context of `limit` positions.
+pub fn fits_context(
+    method: &Method,
+    limit: usize,
+    prompt: usize,
+    new: usize,
+) -> Result<(), DecodeError> {
     let lookahead = method.lookahead();
     if prompt + new + lookahead > limit {
         return Err(DecodeError::ContextExceeded {
@@ -240,6 +251,14 @@ pub fn check_context(
         });
     }
     Ok(())
+}
+
+/// "1 token", "2 tokens".
+fn tokens(n: usize) -> String {
+    match n {
+        1 => "1 token".to_string(),
+        n => format!("{n} tokens"),
+    }
 }
 
 fn reached_eos(tokens: &[u32], eos: Option<u32>) -> bool {

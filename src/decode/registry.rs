@@ -357,7 +357,7 @@ impl MethodSpec {
         }
         let method: Method = serde_json::from_value(object.into())
             .unwrap_or_else(|e| panic!("registry entry {} is not its Method: {e}", self.name));
-        method.validate()?;
+        method.validate_relations()?;
         Ok(method)
     }
 
@@ -480,6 +480,17 @@ impl Param {
         }
     }
 
+    /// As `Method` serializes it: `6`, `0.03`, `"heuristic"`, `true`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match *self {
+            Self::Count(n) => n.into(),
+            Self::Probability(p) => p.into(),
+            Self::Schedule(Schedule::Heuristic) => "heuristic".into(),
+            Self::Schedule(Schedule::Constant) => "constant".into(),
+            Self::Switch(b) => b.into(),
+        }
+    }
+
     /// The value of `kind` a JSON value holds (as `Method` serializes it).
     pub fn from_json(value: &serde_json::Value, kind: ParamKind) -> Option<Self> {
         match kind {
@@ -518,6 +529,38 @@ mod tests {
             assert_eq!(method.name(), spec.name);
             assert_eq!(method.values(), spec.defaults(), "{}", spec.name);
             assert_eq!(method.needs_draft(), spec.needs_draft);
+        }
+    }
+
+    /// `values` and `params` are written out by hand: they must say what serde says, for every
+    /// parameter of every method (each changed alone, so that two swapped fields would show).
+    #[test]
+    fn values_and_params_agree_with_the_serde_form() {
+        let other = |p: Param| match p {
+            Param::Count(n) => Param::Count(n + 1),
+            Param::Probability(x) => Param::Probability(if x < 0.5 { x + 0.25 } else { x - 0.25 }),
+            Param::Switch(b) => Param::Switch(!b),
+            Param::Schedule(Schedule::Heuristic) => Param::Schedule(Schedule::Constant),
+            Param::Schedule(Schedule::Constant) => Param::Schedule(Schedule::Heuristic),
+        };
+        for spec in &METHODS {
+            for changed in 0..=spec.params.len() {
+                let mut values = spec.defaults();
+                if let Some(v) = values.get_mut(changed) {
+                    *v = other(*v);
+                }
+                let method = spec.build(&values).unwrap();
+                let mut serde_form = serde_json::to_value(&method).unwrap();
+                serde_form.as_object_mut().unwrap().remove("method");
+                assert_eq!(method.params(), serde_form, "{}", spec.name);
+                let read_back: Vec<Param> = spec
+                    .params
+                    .iter()
+                    .map(|p| Param::from_json(&serde_form[p.name], p.kind).unwrap())
+                    .collect();
+                assert_eq!(method.values(), read_back, "{}", spec.name);
+                assert_eq!(method.values(), values, "{}", spec.name);
+            }
         }
     }
 

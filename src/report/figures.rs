@@ -95,6 +95,7 @@ impl Kind {
 pub fn all(
     study: &Study,
     header: &Header,
+    memory: &super::memory::MemoryTables,
     dir: &Path,
     written: &mut Written,
 ) -> Result<Vec<Figure>, ReportError> {
@@ -115,7 +116,6 @@ pub fn all(
             "Speedup over AR of each method on each dataset (dashed: AR).".to_string(),
         ),
     ];
-    let memory = super::memory::MemoryTables::new(study)?;
     if memory.measured {
         planned.push((
             "memory",
@@ -544,14 +544,7 @@ impl SweepAxis {
 }
 
 fn sweep_values(study: &Study, axis: SweepAxis) -> Vec<f64> {
-    let mut values: Vec<f64> = study
-        .rows
-        .iter()
-        .filter_map(|r| axis.of(&r.method))
-        .collect();
-    values.sort_by(f64::total_cmp);
-    values.dedup();
-    values
+    super::rows::distinct_sorted(study.rows.iter().filter_map(|r| axis.of(&r.method)))
 }
 
 /// Per dataset panel: throughput against the axis, one line per branching factor, each point

@@ -103,7 +103,8 @@ pub fn report(manifest: &Manifest, artifacts: &Path, out: &Path) -> Result<Writt
     let header = latex::Header::new(manifest, &study);
     // Every text is built before the first file is written, so that an error (e.g. two labels
     // that make one command name) leaves the report directory as it was.
-    let tables = tables::all(&study, &header)?;
+    let memory = memory::MemoryTables::new(&study)?;
+    let tables = tables::all(&study, &header, &memory)?;
     let numbers = numbers::render(&study, &header)?;
     for table in &tables {
         written.put(
@@ -112,7 +113,7 @@ pub fn report(manifest: &Manifest, artifacts: &Path, out: &Path) -> Result<Writt
         )?;
     }
     written.put(out.join("numbers.tex"), numbers.as_bytes())?;
-    let figures = figures::all(&study, &header, &out.join("figures"), &mut written)?;
+    let figures = figures::all(&study, &header, &memory, &out.join("figures"), &mut written)?;
     written.put(
         out.join("appendix.tex"),
         appendix::render(&study, &header, &tables, &figures).as_bytes(),

@@ -403,3 +403,11 @@ impl Study {
             .map(|(c, _)| c)
     }
 }
+
+/// The distinct values, ascending: the x positions of a figure's points.
+pub(super) fn distinct_sorted(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut xs: Vec<f64> = values.into_iter().collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    xs
+}

@@ -41,10 +41,7 @@ struct Panel<'a> {
 }
 
 fn values_of(rows: &[&RunRow], f: impl Fn(&RunRow) -> f64) -> Vec<f64> {
-    let mut xs: Vec<f64> = rows.iter().map(|r| f(r)).collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    xs
+    super::rows::distinct_sorted(rows.iter().map(|r| f(r)))
 }
 
 /// Generation lengths swept at the main prompt cap.
@@ -295,10 +292,8 @@ fn titled<DB: DrawingBackend>(
 
 /// Means of `points` per distinct x, ascending.
 fn means(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    let mut xs: Vec<f64> = points.iter().map(|p| p.0).collect();
-    xs.sort_by(f64::total_cmp);
-    xs.dedup();
-    xs.into_iter()
+    super::rows::distinct_sorted(points.iter().map(|p| p.0))
+        .into_iter()
         .map(|x| {
             let ys: Vec<f64> = points.iter().filter(|p| p.0 == x).map(|p| p.1).collect();
             (x, ys.iter().sum::<f64>() / ys.len() as f64)

@@ -17,8 +17,11 @@ pub struct Table {
 }
 
 /// Every table, in appendix order.
-pub fn all(study: &Study, header: &Header) -> Result<Vec<Table>, ReportError> {
-    let memory = super::memory::MemoryTables::new(study)?;
+pub fn all(
+    study: &Study,
+    header: &Header,
+    memory: &super::memory::MemoryTables,
+) -> Result<Vec<Table>, ReportError> {
     let notes = study.per_dataset_notes();
     let note = if notes.is_empty() {
         String::new()

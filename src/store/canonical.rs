@@ -50,6 +50,55 @@ pub fn content_sha256(result: &Value) -> String {
     sha256_hex(out.as_bytes())
 }
 
+/// The canonical text of many objects that differ only in a few top-level keys (the slots),
+/// with everything else written once: `write` costs only the slots' values.
+pub struct ObjectTemplate {
+    /// The text around the slots' values: one more piece than there are slots.
+    pieces: Vec<String>,
+    /// Per slot in key order: its position in the `values` given to `write`.
+    order: Vec<usize>,
+}
+
+impl ObjectTemplate {
+    /// `object` gives the fixed keys' values (and may hold the slots too: theirs are ignored).
+    pub fn new(object: &Map<String, Value>, slots: &[&str]) -> Self {
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.extend(slots.iter().filter(|s| !object.contains_key(**s)));
+        keys.sort_unstable();
+        let (mut pieces, mut order, mut text) = (Vec::new(), Vec::new(), String::from("{"));
+        for (i, key) in keys.into_iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            write_string(&mut text, key);
+            text.push(':');
+            match slots.iter().position(|s| *s == key) {
+                Some(slot) => {
+                    pieces.push(std::mem::take(&mut text));
+                    order.push(slot);
+                }
+                None => write_value(&mut text, &object[key]),
+            }
+        }
+        text.push('}');
+        pieces.push(text);
+        Self { pieces, order }
+    }
+
+    /// The canonical text of the object with the slots set to `values` (in the order of the
+    /// slots given to `new`), equal to `canonical_json` of that object.
+    pub fn write(&self, values: &[&Value]) -> String {
+        let mut out =
+            String::with_capacity(self.pieces.iter().map(String::len).sum::<usize>() + 256);
+        for (piece, &slot) in self.pieces.iter().zip(&self.order) {
+            out.push_str(piece);
+            write_value(&mut out, values[slot]);
+        }
+        out.push_str(self.pieces.last().map_or("", String::as_str));
+        out
+    }
+}
+
 fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
@@ -220,6 +269,24 @@ mod tests {
         let tau = renamed["params"].as_object_mut().unwrap().remove("tau");
         renamed["params"]["tau_"] = tau.unwrap();
         assert_ne!(run_id(&renamed), id);
+    }
+
+    #[test]
+    fn a_template_writes_what_canonical_json_writes() {
+        let base = json!({"z": 1, "models": {"b": 2, "a": [1]}, "a": "x", "m": null});
+        let template = ObjectTemplate::new(base.as_object().unwrap(), &["params", "method", "z"]);
+        let (params, method, z) = (json!({"k": 6, "d": 0.5}), json!("linear"), json!(7));
+        let mut full = base.clone();
+        full["params"] = params.clone();
+        full["method"] = method.clone();
+        full["z"] = z.clone();
+        assert_eq!(
+            template.write(&[&params, &method, &z]),
+            canonical_json(&full)
+        );
+        // Slots first, last or alone.
+        let only = ObjectTemplate::new(&Map::new(), &["b", "a"]);
+        assert_eq!(only.write(&[&z, &method]), r#"{"a":"linear","b":7}"#);
     }
 
     #[test]

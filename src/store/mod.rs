@@ -12,7 +12,7 @@ mod canonical;
 mod lock;
 
 pub use atomic::{write_atomic, write_if_changed};
-pub use canonical::{canonical_json, content_sha256, run_id, sha256_hex};
+pub use canonical::{canonical_json, content_sha256, run_id, sha256_hex, ObjectTemplate};
 pub use lock::RunLock;
 
 use canonical::CONTENT_FIELD;
