@@ -3,14 +3,14 @@
 CARGO ?= cargo
 FIXTURE ?= tests/fixtures/tiny-neox
 
-.PHONY: all build release test system-deps fmt-check clippy unit reproduce reproduce-published demo demo-published demo-hub generate-demo bench bench-grid bench-hf clean
+.PHONY: all build release build-cuda clippy-cuda test system-deps fmt-check clippy unit reproduce reproduce-published demo demo-published demo-hub generate-demo bench bench-grid bench-hf clean
 
 all: build
 
 build:
 	$(CARGO) build
 
-test: system-deps fmt-check clippy unit
+test: system-deps fmt-check clippy clippy-cuda unit
 
 # pdflatex, Slurm and munge for the tests: installed when missing if we are root, else the exact
 # install command and a stop before any build.
@@ -22,6 +22,17 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The cuda feature needs no GPU to build: scripts/cuda-toolchain.sh installs the pinned CUDA 13.0
+# nvcc from PyPI and link stubs under target/cuda-toolchain. The GPU code is checked here on every
+# `make test`, so that it cannot rot on machines without a GPU.
+CUDA_ENV = eval "$$(scripts/cuda-toolchain.sh)" &&
+
+clippy-cuda:
+	$(CUDA_ENV) $(CARGO) clippy --features cuda --all-targets -- -D warnings
+
+build-cuda:
+	$(CUDA_ENV) $(CARGO) build --release --features cuda
 
 unit:
 	$(CARGO) test
@@ -37,8 +48,16 @@ REPORT ?= report
 DYNATREE = ./target/release/dynatree
 PDFLATEX ?= pdflatex
 
+# `make reproduce` builds with CUDA where nvcc is on PATH (a GPU box) or when CUDA=1, so that
+# Pythia-2.8B does not run on the CPU by accident; CUDA=0 builds for the CPU.
+CUDA ?= $(if $(shell command -v nvcc 2>/dev/null),1,0)
+
 release:
+ifeq ($(CUDA),1)
+	$(CUDA_ENV) $(CARGO) build --release --features cuda
+else
 	$(CARGO) build --release
+endif
 
 # fetch (verify every dataset file, keep datasets/lock.toml) -> run what is not done yet ->
 # aggregate (CSV) -> report (tables, numbers, figures, appendix) -> appendix.pdf when pdflatex is

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Rust: pdflatex with booktabs (the report's appendix is compiled),
-# a one-node Slurm with munge (tests/slurm.rs starts its own cluster), gcc and make, and the
-# rustfmt and clippy components. Installs what is missing when it can (root with apt-get, as CI
+# a one-node Slurm with munge (tests/slurm.rs starts its own cluster), gcc and make, python3 with
+# pip (scripts/cuda-toolchain.sh fetches nvcc from PyPI for the cuda check), and the rustfmt and
+# clippy components. Installs what is missing when it can (root with apt-get, as CI
 # runs; rustup for the components); otherwise stops at once with the exact command to run.
 set -euo pipefail
 
@@ -15,12 +16,14 @@ checks=(
   "cmd:slurmd slurmd"
   "cmd:sbatch slurm-client"
   "cmd:munged munge"
+  "pip:python3 python3-pip"
 )
 
 present() {
   local what=$1
   case "$what" in
     cmd:*) PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin" command -v "${what#cmd:}" >/dev/null 2>&1 ;;
+    pip:*) command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 ;;
     tex:*) command -v kpsewhich >/dev/null 2>&1 && [ -n "$(kpsewhich "${what#tex:}" 2>/dev/null)" ] ;;
   esac
 }

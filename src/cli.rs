@@ -50,6 +50,22 @@ pub enum Command {
     Report(ReportArgs),
     Summary(SummaryArgs),
     Why(WhyArgs),
+    Device(DeviceArgs),
+}
+
+/// Which device `device = ...` selects on this machine, and what its memory figures measure.
+///
+/// On CUDA it checks the memory probe: allocates a known number of bytes and requires the
+/// pool's allocated high-water mark to rise by that much (exit 1 otherwise).
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:\n  dynatree device --device cuda")]
+pub struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N, as in a manifest's [models] device.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Bytes the CUDA memory check allocates.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub probe_bytes: usize,
 }
 
 /// The experiment manifest and the dataset lock that pins what it leaves unpinned.
@@ -307,6 +323,7 @@ pub struct GenerateArgs {
     pub stop_at_eos: bool,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// cpu, cuda, cuda:N or auto (CUDA when built in and a GPU answers).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[command(flatten)]

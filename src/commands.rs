@@ -11,15 +11,16 @@ use serde_json::json;
 use crate::bench::runner::{self, short};
 use crate::bench::{self, Planner, RunState, StatusCounts};
 use crate::cli::{
-    AggregateArgs, CheckArgs, FetchArgs, GenerateArgs, ManifestArg, MethodsArgs, PlanArgs,
-    PromptsArgs, ReportArgs, RunArgs, StatusArgs, SubmitArgs, SummaryArgs, VerifyArgs, WhyArgs,
+    AggregateArgs, CheckArgs, DeviceArgs, FetchArgs, GenerateArgs, ManifestArg, MethodsArgs,
+    PlanArgs, PromptsArgs, ReportArgs, RunArgs, StatusArgs, SubmitArgs, SummaryArgs, VerifyArgs,
+    WhyArgs,
 };
 use crate::data::lock::{Lock, Recorded};
 use crate::data::{self, DataError};
 use crate::decode::{method_names, method_spec, GenerationSettings, Method, METHODS};
 use crate::engine::{Engine, EngineSpec};
 use crate::manifest::{self, DatasetSource, Manifest, ModelRef};
-use crate::model::{parse_device, parse_dtype, HubSettings, ModelFiles, ModelSource};
+use crate::model::{parse_dtype, HubSettings, ModelFiles, ModelSource};
 use crate::store::Store;
 
 /// The manifest with every hub file pinned, by the manifest itself or by the lock.
@@ -691,6 +692,44 @@ fn engine_spec(args: &GenerateArgs) -> Result<EngineSpec> {
             .transpose()?,
         tokenizer: args.tokenizer.clone(),
         dtype: parse_dtype(&args.dtype)?,
-        device: parse_device(&args.device)?,
+        device: bench::resolve_device(&args.device)?.0,
+    })
+}
+
+/// `dynatree device`: the device a manifest would get here and, on CUDA, a check of the memory
+/// probe against a known allocation.
+pub fn device(args: &DeviceArgs) -> Result<ExitCode> {
+    use crate::bench::gpu_memory::{check_known_allocation, Probe, KNOWN_ALLOCATION_SLACK};
+    let (device, identity) = bench::resolve_device(&args.device)?;
+    println!("device {:?}: {identity}", args.device);
+    let probe = match Probe::for_device(&device) {
+        Ok(Some(probe)) => probe,
+        Ok(None) => {
+            println!("memory: host heap high-water mark (the counting allocator)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(reason) => {
+            println!("memory: NOT MEASURED: {reason}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let check = check_known_allocation(&probe, &device, args.probe_bytes)
+        .map_err(|e| anyhow::anyhow!("memory probe: {e}"))?;
+    let verdict = if check.passes() { "pass" } else { "FAIL" };
+    println!(
+        "memory: CUDA pool high-water marks; allocating {} bytes raised the allocated mark by {} (allowed: up to {} more): {verdict}",
+        check.requested, check.rise, KNOWN_ALLOCATION_SLACK
+    );
+    let peaks = probe
+        .read()
+        .map_err(|e| anyhow::anyhow!("memory probe: {e}"))?;
+    println!(
+        "memory: allocated high-water mark {} bytes, reserved {} bytes",
+        peaks.allocated_bytes, peaks.reserved_bytes
+    );
+    Ok(if check.passes() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
         Command::Report(args) => commands::report(args),
         Command::Summary(args) => commands::summary(args),
         Command::Why(args) => commands::why(args),
+        Command::Device(args) => commands::device(args),
     };
     match result {
         Ok(code) => code,

@@ -260,3 +260,22 @@ fn bad_invocations_explain_themselves() {
         "{stderr}"
     );
 }
+
+/// `device` says what a manifest's device gets here; in a build without CUDA, `cuda` is an
+/// error that names the fix and `auto` the CPU with a notice.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_reports_the_cpu_and_refuses_cuda_without_the_feature() {
+    let auto = dynatree(&["device"]);
+    assert!(auto.status.success());
+    let text = common::text(&auto);
+    assert!(
+        text.contains("device auto:") && text.contains("running on the CPU"),
+        "{text}"
+    );
+    assert!(text.contains("memory: host heap high-water mark"), "{text}");
+    let cuda = dynatree(&["device", "--device", "cuda"]);
+    assert!(!cuda.status.success());
+    let text = common::text(&cuda);
+    assert!(text.contains("`make build-cuda`"), "{text}");
+}

@@ -1,5 +1,6 @@
 //! The bench stage: a manifest's grid turned into measured, content-addressed runs.
 
+pub mod gpu_memory;
 pub mod identity;
 pub mod memory;
 mod plan;
@@ -39,22 +40,37 @@ impl From<crate::engine::EngineError> for BenchError {
     }
 }
 
-/// The device a manifest asks for, and its identity (`auto` = CUDA when built and present).
+/// The device a manifest asks for, and its identity. `auto` is CUDA when this build has it and
+/// a GPU answers, else the CPU with a one-line notice (once per process) saying why.
 pub fn resolve_device(name: &str) -> Result<(Device, Value), BenchError> {
-    let wants_cuda = match name {
-        "auto" => candle_core::utils::cuda_is_available(),
-        "cuda" => true,
-        _ => false,
+    let device = match name {
+        "auto" => auto_device(),
+        other => crate::model::parse_device(other)?,
     };
-    if wants_cuda {
-        let device = crate::model::parse_device("cuda")?;
-        let gpu = provenance::gpu_description().unwrap_or_else(|| "unknown GPU".into());
-        return Ok((device, json!({ "kind": "cuda", "name": gpu })));
-    }
-    Ok((
-        Device::Cpu,
-        json!({ "kind": "cpu", "name": provenance::cpu_model() }),
-    ))
+    let identity = match device {
+        Device::Cpu => json!({ "kind": "cpu", "name": provenance::cpu_model() }),
+        _ => {
+            let gpu = provenance::gpu_description().unwrap_or_else(|| "unknown GPU".into());
+            json!({ "kind": "cuda", "name": gpu })
+        }
+    };
+    Ok((device, identity))
+}
+
+fn auto_device() -> Device {
+    let why_cpu = if candle_core::utils::cuda_is_available() {
+        match Device::new_cuda(0) {
+            Ok(device) => return device,
+            Err(e) => format!("no usable GPU ({e})"),
+        }
+    } else if provenance::gpu_description().is_some() {
+        "a GPU is present but this build has no CUDA support (`make build-cuda`)".to_string()
+    } else {
+        "no CUDA in this build and no GPU".to_string()
+    };
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    NOTICE.call_once(|| eprintln!("device auto: {why_cpu}; running on the CPU"));
+    Device::Cpu
 }
 
 /// The inputs in which two run configs differ, as `path: left -> right` lines.
@@ -90,6 +106,23 @@ fn diff_into(path: &str, left: &Value, right: &Value, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without the feature, `cuda` names the fix and `auto` falls back to the CPU.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_an_error_and_auto_is_the_cpu() {
+        let err = resolve_device("cuda").unwrap_err().to_string();
+        assert!(
+            err.contains("this build has no CUDA support; build with `make build-cuda`"),
+            "{err}"
+        );
+        assert!(resolve_device("cuda:1").is_err());
+        let (device, identity) = resolve_device("auto").unwrap();
+        assert!(device.is_cpu());
+        assert_eq!(identity["kind"], "cpu");
+        let err = resolve_device("tpu").unwrap_err().to_string();
+        assert!(err.contains("expected cpu, cuda[:N] or auto"), "{err}");
+    }
 
     #[test]
     fn diff_names_nested_paths() {

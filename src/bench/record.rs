@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::gpu_memory::GpuPeaks;
 use super::memory;
 use super::stats::Estimate;
 use crate::decode::{Generation, Method, Metrics};
@@ -41,6 +42,9 @@ pub struct Record {
     /// Host heap high-water mark of the generation, both models' weights included.
     pub peak_heap_bytes: Option<usize>,
     pub peak_rss_kib: Option<u64>,
+    /// The CUDA memory pool's high-water marks of the generation (GPU runs; `gpu_memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_peaks: Option<GpuPeaks>,
     /// Bytes of the target's and the draft's key/value caches at their largest.
     pub kv_target_bytes: usize,
     pub kv_draft_bytes: usize,
@@ -105,6 +109,7 @@ impl Record {
             lossless: false,
             peak_heap_bytes: memory::peak_heap_bytes(),
             peak_rss_kib: memory::peak_rss_kib(),
+            gpu_peaks: None,
             kv_target_bytes: generation.cache_bytes.target,
             kv_draft_bytes: generation.cache_bytes.draft,
         }

@@ -99,6 +99,13 @@ pub struct MemorySummary {
     pub rest_bytes: Option<i64>,
     /// Peak resident set of the process, for reference (not reset-able on every system).
     pub peak_rss_kib: Option<u64>,
+    /// GPU runs: the pool's reserved high-water mark of the same generation, for reference
+    /// (allocations plus the pool's slack, like `torch.cuda.max_memory_reserved`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_reserved_peak_bytes: Option<u64>,
+    /// Why `peak_bytes` is missing, when this build or device cannot measure `kind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
 }
 
 impl MemorySummary {
@@ -107,7 +114,7 @@ impl MemorySummary {
     pub fn of(records: &[Record], kind: MemoryKind, device: &str, weights: (usize, usize)) -> Self {
         let peak_of = |r: &Record| match kind {
             MemoryKind::HostHeap => r.peak_heap_bytes.map(|b| b as u64),
-            MemoryKind::GpuAllocated => None,
+            MemoryKind::GpuAllocated => r.gpu_peaks.map(|p| p.allocated_bytes),
         };
         let largest = records
             .iter()
@@ -126,6 +133,85 @@ impl MemorySummary {
             kv_draft_bytes: kv_draft as u64,
             rest_bytes: peak_bytes.map(|p| p as i64 - known),
             peak_rss_kib: records.iter().filter_map(|r| r.peak_rss_kib).max(),
+            gpu_reserved_peak_bytes: largest
+                .and_then(|r| r.gpu_peaks)
+                .filter(|_| kind == MemoryKind::GpuAllocated)
+                .map(|p| p.reserved_bytes),
+            not_measured: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::gpu_memory::GpuPeaks;
+
+    fn record(heap: Option<usize>, gpu: Option<(u64, u64)>, kv: usize) -> Record {
+        Record {
+            prompt_index: 0,
+            prompt_sha256: String::new(),
+            prompt_tokens: 4,
+            repeat: 0,
+            new_tokens: 8,
+            wall_s: 1.0,
+            ttft_ms: 1.0,
+            tpot_ms: None,
+            tokens_per_s: 8.0,
+            target_passes: 8,
+            rounds: 0,
+            drafted: 0,
+            accepted: 0,
+            paper_acceptance: None,
+            draft_s: 0.0,
+            verify_s: 0.0,
+            depth_offered: Vec::new(),
+            depth_accepted: Vec::new(),
+            output_sha256: String::new(),
+            lossless: true,
+            peak_heap_bytes: heap,
+            peak_rss_kib: None,
+            gpu_peaks: gpu.map(|(allocated_bytes, reserved_bytes)| GpuPeaks {
+                allocated_bytes,
+                reserved_bytes,
+            }),
+            kv_target_bytes: kv,
+            kv_draft_bytes: 0,
+        }
+    }
+
+    /// A GPU run's figure is the pool's allocated mark of its largest generation, with that
+    /// generation's reserved mark and caches; the host heap plays no part.
+    #[test]
+    fn gpu_runs_take_the_allocated_mark_of_their_largest_generation() {
+        let records = [
+            record(Some(999_999), Some((5_000, 8_000)), 100),
+            record(Some(1), Some((7_000, 9_000)), 300),
+        ];
+        let summary = MemorySummary::of(&records, MemoryKind::GpuAllocated, "cuda", (4_000, 1_000));
+        assert_eq!(summary.peak_bytes, Some(7_000));
+        assert_eq!(summary.gpu_reserved_peak_bytes, Some(9_000));
+        assert_eq!(summary.kv_target_bytes, 300);
+        assert_eq!(summary.rest_bytes, Some(7_000 - 4_000 - 1_000 - 300));
+        let cpu = MemorySummary::of(&records, MemoryKind::HostHeap, "cpu", (4_000, 1_000));
+        assert_eq!(cpu.peak_bytes, Some(999_999));
+        assert_eq!(cpu.gpu_reserved_peak_bytes, None);
+    }
+
+    /// A CPU record has no GPU field at all, so CPU results keep their exact form.
+    #[test]
+    fn cpu_records_serialise_without_gpu_fields() {
+        let value = serde_json::to_value(record(Some(10), None, 0)).unwrap();
+        assert!(value.get("gpu_peaks").is_none());
+        let summary = MemorySummary::of(
+            &[record(Some(10), None, 0)],
+            MemoryKind::HostHeap,
+            "cpu",
+            (0, 0),
+        );
+        let value = serde_json::to_value(summary).unwrap();
+        assert!(
+            value.get("gpu_reserved_peak_bytes").is_none() && value.get("not_measured").is_none()
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::gpu_memory::{GpuPeaks, Probe};
 use super::record::{tokens_sha256, Measured, Record, Summary};
 use super::result::{
     LosslessCheck, ManifestInfo, MemoryKind, MemorySummary, PromptInfo, RunResult,
@@ -309,13 +310,16 @@ fn execute(
     progress.set_tokens(set.len() * (warmup + repeats) * settings.max_new_tokens);
     let provenance = Provenance::start(!engine.target.device().is_cpu());
     let mut records = Vec::with_capacity(set.len() * repeats);
+    let mut gpu = GpuMemory::of(engine.target.device());
     for (index, (prompt, ids)) in set.iter().enumerate() {
         for repeat in 0..warmup + repeats {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 return Ok(None);
             }
             memory::reset_peak();
+            gpu.reset();
             let generation = engine.generate(method, ids, &settings)?;
+            let gpu_peaks = gpu.read();
             progress.add_tokens(settings.max_new_tokens);
             if repeat < warmup {
                 continue;
@@ -327,6 +331,7 @@ fn execute(
                 repeat: repeat - warmup,
             };
             let mut record = Record::new(at, method, &generation);
+            record.gpu_peaks = gpu_peaks;
             record.lossless = reference.outputs.get(&prompt.sha256) == Some(&record.output_sha256);
             records.push(record);
         }
@@ -349,7 +354,7 @@ fn execute(
             })
             .collect(),
         summary: Summary::of(&records, method.needs_draft()),
-        memory: memory_summary(engine, &records),
+        memory: memory_summary(engine, &records, gpu.problem),
         lossless: matching == records.len(),
         lossless_check: LosslessCheck {
             reference: reference.source.into(),
@@ -360,9 +365,53 @@ fn execute(
     }))
 }
 
-/// Host heap on CPU. GPU memory is not measured by this build, and host heap on a GPU run
-/// would not be GPU memory: the figure is then recorded as not measured.
-fn memory_summary(engine: &Engine, records: &[Record]) -> MemorySummary {
+/// The GPU memory probe of a run, and the first reason it could not measure (after which the
+/// run's GPU figure is not measured: a peak over some generations would understate it).
+struct GpuMemory {
+    probe: Option<Probe>,
+    problem: Option<String>,
+}
+
+impl GpuMemory {
+    fn of(device: &candle_core::Device) -> Self {
+        match Probe::for_device(device) {
+            Ok(probe) => Self {
+                probe,
+                problem: None,
+            },
+            Err(problem) => Self {
+                probe: None,
+                problem: Some(problem),
+            },
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Some(Err(problem)) = self.probe.as_ref().map(Probe::reset) {
+            self.fail(problem);
+        }
+    }
+
+    fn read(&mut self) -> Option<GpuPeaks> {
+        match self.probe.as_ref()?.read() {
+            Ok(peaks) => Some(peaks),
+            Err(problem) => {
+                self.fail(problem);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, problem: String) {
+        self.problem.get_or_insert(problem);
+        self.probe = None;
+    }
+}
+
+/// Host heap on CPU, the CUDA pool's allocated high-water mark on a GPU. Host heap on a GPU
+/// run would not be GPU memory: where the pool cannot be read the figure is not measured, and
+/// the summary says why.
+fn memory_summary(engine: &Engine, records: &[Record], problem: Option<String>) -> MemorySummary {
     let device = engine.target.device();
     let kind = if device.is_cpu() {
         MemoryKind::HostHeap
@@ -374,7 +423,14 @@ fn memory_summary(engine: &Engine, records: &[Record]) -> MemorySummary {
         engine.target.weight_bytes(),
         engine.draft.as_ref().map_or(0, |d| d.weight_bytes()),
     );
-    MemorySummary::of(records, kind, name, weights)
+    let mut summary = MemorySummary::of(records, kind, name, weights);
+    if let Some(problem) = problem {
+        summary.peak_bytes = None;
+        summary.rest_bytes = None;
+        summary.gpu_reserved_peak_bytes = None;
+        summary.not_measured = Some(problem);
+    }
+    summary
 }
 
 /// AR's output per prompt: from the stored AR run of the same inputs when there is one, else

@@ -88,7 +88,7 @@ pub fn compute_pool() -> &'static rayon::ThreadPool {
     })
 }
 
-/// Parses `cpu` or `cuda[:N]`; CUDA needs the `cuda` cargo feature.
+/// Parses `cpu` or `cuda[:N]`; CUDA needs the `cuda` cargo feature and a GPU.
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
@@ -102,14 +102,18 @@ pub fn parse_device(name: &str) -> Result<Device> {
                 .transpose()?
                 .unwrap_or(0);
             if !candle_core::utils::cuda_is_available() {
-                return Err(ModelError::Device(
-                    "CUDA requested but this build has no CUDA support (rebuild with --features cuda) or no GPU is visible".into(),
-                ));
+                return Err(ModelError::Device(format!(
+                    "{cuda:?}: this build has no CUDA support; build with `make build-cuda` (cargo build --release --features cuda), or use device \"cpu\" or \"auto\""
+                )));
             }
-            Ok(Device::new_cuda(ordinal)?)
+            Device::new_cuda(ordinal).map_err(|e| {
+                ModelError::Device(format!(
+                    "{cuda:?}: no usable GPU ({e}); check nvidia-smi and CUDA_VISIBLE_DEVICES, or use device \"cpu\" or \"auto\""
+                ))
+            })
         }
         other => Err(ModelError::Device(format!(
-            "unknown device {other:?}; expected cpu or cuda[:N]"
+            "unknown device {other:?}; expected cpu, cuda[:N] or auto"
         ))),
     }
 }
