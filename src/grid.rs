@@ -213,12 +213,12 @@ impl<'m> Plan<'m> {
                 None => groups.push(vec![i]),
             }
         }
-        let lens: Vec<usize> = groups
+        let lens = groups
             .iter()
             .map(|g| axes.axes[g[0]].values.len())
             .collect();
-        for (group, &len) in groups.iter().zip(&lens) {
-            distinct_rows(axes, group, len, file)?;
+        for group in &groups {
+            distinct_rows(axes, group, file)?;
         }
         Ok(Self { axes, groups, lens })
     }
@@ -311,32 +311,20 @@ fn check_shape(m: &MethodAxes, file: &Path) -> Result<(), ManifestError> {
 }
 
 /// A group's rows (one value, or one zipped row) must differ, or two points would be one run.
-fn distinct_rows(
-    m: &MethodAxes,
-    group: &[usize],
-    len: usize,
-    file: &Path,
-) -> Result<(), ManifestError> {
-    let mut seen = HashSet::with_capacity(len);
-    for row in 0..len {
-        let bits: Vec<u64> = group
-            .iter()
-            .map(|&a| m.axes[a].values[row].bits())
-            .collect();
-        if !seen.insert(bits) {
-            let names: Vec<&str> = group.iter().map(|&a| m.axes[a].name).collect();
-            return Err(invalid(
-                file,
-                format!(
-                    "sweep.{}.{}: row {} repeats an earlier one; the same point would run twice",
-                    m.method,
-                    names.join("+"),
-                    row + 1
-                ),
-            ));
-        }
-    }
-    Ok(())
+fn distinct_rows(m: &MethodAxes, group: &[usize], file: &Path) -> Result<(), ManifestError> {
+    let Some(row) = m.repeated_row(group) else {
+        return Ok(());
+    };
+    let names: Vec<&str> = group.iter().map(|&a| m.axes[a].name).collect();
+    Err(invalid(
+        file,
+        format!(
+            "sweep.{}.{}: row {} repeats an earlier one; the same point would run twice",
+            m.method,
+            names.join("+"),
+            row + 1
+        ),
+    ))
 }
 
 /// Zip groups as indices: known axes, each zipped once, equal lengths.

@@ -70,6 +70,20 @@ pub fn axis_specs(method: &str) -> &'static [ParamSpec] {
 }
 
 impl MethodAxes {
+    /// The first row of `group`'s axes (one axis, or a zip group of equal lengths) that repeats
+    /// an earlier row, if any: such a sweep would run the same point twice.
+    pub fn repeated_row(&self, group: &[usize]) -> Option<usize> {
+        let rows = self.axes[group[0]].values.len();
+        let mut seen = HashSet::with_capacity(rows);
+        (0..rows).find(|&row| {
+            let key: Vec<u64> = group
+                .iter()
+                .map(|&i| self.axes[i].values[row].bits())
+                .collect();
+            !seen.insert(key)
+        })
+    }
+
     /// The axes that apply on `dataset`.
     pub fn on(&self, dataset: &str) -> &MethodAxes {
         self.per_dataset
@@ -454,12 +468,9 @@ fn distinct_points(
         if zipped.contains(&i) {
             continue;
         }
-        let mut seen = HashSet::with_capacity(axis.values.len());
-        for (j, value) in axis.values.iter().enumerate() {
-            if !seen.insert(value.bits()) {
-                let item = &written[i].as_ref().expect("defaults are single").items[j];
-                return Err(item.error(format!("value {value} is listed twice")));
-            }
+        if let Some(j) = m.repeated_row(&[i]) {
+            let item = &written[i].as_ref().expect("defaults are single").items[j];
+            return Err(item.error(format!("value {} is listed twice", axis.values[j])));
         }
     }
     for group in &groups {
@@ -469,29 +480,20 @@ fn distinct_points(
 }
 
 fn distinct_rows(m: &MethodAxes, group: &[usize], table: Option<&Table>) -> Result<()> {
-    let rows = m.axes[group[0]].values.len();
-    let mut seen = HashSet::with_capacity(rows);
-    for row in 0..rows {
-        let key: Vec<u64> = group
-            .iter()
-            .map(|&i| m.axes[i].values[row].bits())
-            .collect();
-        if seen.insert(key) {
-            continue;
-        }
-        let names: Vec<&str> = group.iter().map(|&i| m.axes[i].name).collect();
-        let message = format!(
-            "zip group {}: row {} repeats an earlier row; the same point would run twice",
-            group_text(&names),
-            row + 1
-        );
-        let table = table.expect("zipped axes come from a table");
-        return Err(match table.get("zip") {
-            Some(zip) => zip.error(message),
-            None => table.error(message),
-        });
-    }
-    Ok(())
+    let Some(row) = m.repeated_row(group) else {
+        return Ok(());
+    };
+    let names: Vec<&str> = group.iter().map(|&i| m.axes[i].name).collect();
+    let message = format!(
+        "zip group {}: row {} repeats an earlier row; the same point would run twice",
+        group_text(&names),
+        row + 1
+    );
+    let table = table.expect("zipped axes come from a table");
+    Err(match table.get("zip") {
+        Some(zip) => zip.error(message),
+        None => table.error(message),
+    })
 }
 
 /// Every key a `[[sweep.exclude]]` may have.
