@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::manifest::ManifestError;
 use crate::store;
-pub use plan::{check_context, check_only, plan, PlannedRun, Planner, RunState, StatusCounts};
+pub use plan::{check_context, plan, OnlyFilter, PlannedRun, Planner, RunState, StatusCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -64,63 +64,70 @@ impl PlannedRun {
             }
         }
     }
-
-    /// Matches `--only`: comma-separated terms, each `key=value` (dataset, method or a parameter)
-    /// or a bare word naming the method, the dataset or an id prefix.
-    pub fn matches(&self, filter: &str) -> bool {
-        let fields = self.fields();
-        only_terms(filter).all(|term| self.matches_term(term, &fields))
-    }
 }
 
-fn only_terms(filter: &str) -> impl Iterator<Item = &str> {
-    filter.split(',').map(str::trim).filter(|t| !t.is_empty())
+/// An `--only` filter: comma-separated terms, all of which a run must match, each `key=value`
+/// (dataset, method, a length or a parameter) or a bare word naming the method, the dataset or
+/// an id prefix. It must mean something: every key is one runs have, and every term alone
+/// selects at least one planned run.
+pub struct OnlyFilter<'f> {
+    terms: Vec<&'f str>,
+    /// Per term: whether some run seen so far matched it.
+    matched: Vec<bool>,
 }
 
-/// `--only` must mean something: every key is one runs have, and every term alone selects at
-/// least one planned run; otherwise the error lists what exists.
-pub fn check_only(filter: &str, planner: &Planner) -> Result<(), BenchError> {
-    let mut keys: Vec<&str> = vec!["dataset", "method", "max_new_tokens", "max_chars"];
-    for spec in crate::decode::METHODS.iter().flat_map(|m| m.params) {
-        if !keys.contains(&spec.name) {
-            keys.push(spec.name);
+impl<'f> OnlyFilter<'f> {
+    /// Refuses a key no run has, listing the keys there are.
+    pub fn new(filter: &'f str) -> Result<Self, BenchError> {
+        let mut keys: Vec<&str> = vec!["dataset", "method", "max_new_tokens", "max_chars"];
+        for spec in crate::decode::METHODS.iter().flat_map(|m| m.params) {
+            if !keys.contains(&spec.name) {
+                keys.push(spec.name);
+            }
         }
-    }
-    let terms: Vec<&str> = only_terms(filter).collect();
-    for key in terms
-        .iter()
-        .filter_map(|t| t.split_once('='))
-        .map(|(k, _)| k.trim())
-    {
-        if !keys.contains(&key) {
-            return Err(BenchError::Invalid(format!(
-                "--only: unknown key {key:?}; expected one of {}",
-                keys.join(", ")
-            )));
+        let terms: Vec<&str> = filter
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        for (key, _) in terms.iter().filter_map(|t| t.split_once('=')) {
+            let key = key.trim();
+            if !keys.contains(&key) {
+                return Err(BenchError::Invalid(format!(
+                    "--only: unknown key {key:?}; expected one of {}",
+                    keys.join(", ")
+                )));
+            }
         }
+        let matched = vec![false; terms.len()];
+        Ok(Self { terms, matched })
     }
-    let mut matched = vec![false; terms.len()];
-    planner.try_each(|run| {
+
+    /// Whether `run` matches every term; notes each term it matches.
+    pub fn select(&mut self, run: &PlannedRun) -> bool {
         let fields = run.fields();
-        for (term, hit) in terms.iter().zip(&mut matched) {
-            *hit = *hit || run.matches_term(term, &fields);
+        let mut all = true;
+        for (term, hit) in self.terms.iter().zip(&mut self.matched) {
+            let matches = run.matches_term(term, &fields);
+            *hit |= matches;
+            all &= matches;
         }
-        Ok::<(), BenchError>(())
-    })?;
-    let Some(term) = terms
-        .iter()
-        .zip(&matched)
-        .find(|(_, hit)| !**hit)
-        .map(|(t, _)| *t)
-    else {
-        return Ok(());
-    };
-    let key = term.split_once('=').map(|(k, _)| k.trim());
-    Err(BenchError::Invalid(format!(
-        "--only: {term:?} matches none of the {} planned runs ({})",
-        planner.len(),
-        what_exists(key, planner)?
-    )))
+        all
+    }
+
+    /// Once every planned run was seen: a term that matched none is an error listing what
+    /// exists.
+    pub fn finish(&self, planner: &Planner) -> Result<(), BenchError> {
+        let Some((term, _)) = self.terms.iter().zip(&self.matched).find(|(_, hit)| !**hit) else {
+            return Ok(());
+        };
+        let key = term.split_once('=').map(|(k, _)| k.trim());
+        Err(BenchError::Invalid(format!(
+            "--only: {term:?} matches none of the {} planned runs ({})",
+            planner.len(),
+            what_exists(key, planner)?
+        )))
+    }
 }
 
 /// The values `key` takes among the runs (or, for a bare term, the methods and datasets).

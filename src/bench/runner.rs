@@ -8,7 +8,9 @@ use super::record::{tokens_sha256, Measured, Record, Summary};
 use super::result::{
     LosslessCheck, ManifestInfo, MemoryKind, MemorySummary, PromptInfo, RunResult,
 };
-use super::{memory, provenance::Provenance, resolve_device, BenchError, PlannedRun, Planner};
+use super::{
+    memory, provenance::Provenance, resolve_device, BenchError, OnlyFilter, PlannedRun, Planner,
+};
 use crate::data::{self, Prompt};
 use crate::decode::{GenerationSettings, Method};
 use crate::engine::{Engine, EngineSpec};
@@ -95,14 +97,14 @@ pub fn select(
     opts: &RunOptions,
     store: &Store,
 ) -> Result<(Vec<PlannedRun>, usize), BenchError> {
-    if let Some(filter) = &opts.only {
-        super::check_only(filter, planner)?;
-    }
+    let mut only = opts.only.as_deref().map(OnlyFilter::new).transpose()?;
     let (mut pending, mut done, mut index) = (Vec::new(), 0, 0);
     planner.try_each(|run| {
+        // Every run counts for the filter's terms, in this shard or not.
+        let chosen = only.as_mut().is_none_or(|f| f.select(&run));
         let in_shard = opts.shard.is_none_or(|(i, count)| index % count == i);
         index += 1;
-        if !in_shard || !opts.only.as_deref().is_none_or(|f| run.matches(f)) {
+        if !chosen || !in_shard {
             return Ok(());
         }
         match !opts.force && store.is_done(&run.id) {
@@ -111,6 +113,9 @@ pub fn select(
         }
         Ok::<(), BenchError>(())
     })?;
+    if let Some(only) = &only {
+        only.finish(planner)?;
+    }
     Ok((pending, done))
 }
 
