@@ -166,7 +166,10 @@ impl Method {
             .params
             .iter()
             .zip(self.values())
-            .map(|(p, v)| (p.name.to_string(), v.to_json()))
+            .map(|(p, v)| {
+                let value = serde_json::to_value(v).expect("params serialize");
+                (p.name.to_string(), value)
+            })
             .collect();
         serde_json::Value::Object(map)
     }

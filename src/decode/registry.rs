@@ -480,17 +480,6 @@ impl Param {
         }
     }
 
-    /// As `Method` serializes it: `6`, `0.03`, `"heuristic"`, `true`.
-    pub fn to_json(&self) -> serde_json::Value {
-        match *self {
-            Self::Count(n) => n.into(),
-            Self::Probability(p) => p.into(),
-            Self::Schedule(Schedule::Heuristic) => "heuristic".into(),
-            Self::Schedule(Schedule::Constant) => "constant".into(),
-            Self::Switch(b) => b.into(),
-        }
-    }
-
     /// The value of `kind` a JSON value holds (as `Method` serializes it).
     pub fn from_json(value: &serde_json::Value, kind: ParamKind) -> Option<Self> {
         match kind {
