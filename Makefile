@@ -100,8 +100,8 @@ generate-demo: release
 	    --method $$m --prompt "The history of the city" --max-new-tokens 48; \
 	done
 
-# Tokens/s of each method on the fixture pair (f32, CPU); BENCH_ARGS="--pythia-410m" adds a
-# randomly initialised checkpoint of Pythia-410M's shape.
+# Read ceiling, pass cost by block size and tokens/s of each method on the fixture pair (f32, CPU);
+# BENCH_ARGS="--pythia-410m" adds a randomly initialised checkpoint of Pythia-410M's shape.
 bench:
 	$(CARGO) bench --bench engine -- $(BENCH_ARGS)
 

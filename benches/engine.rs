@@ -105,9 +105,48 @@ fn measure(
     mean
 }
 
-/// What one target pass costs as the block grows: speculation pays only while a block of
-/// k + 1 tokens costs well under k + 1 single-token passes.
-fn pass_cost_by_block(model: &GptNeox, name: &str) {
+/// The machine's read bandwidth, GB/s: the best of a few passes of every compute thread summing
+/// its share of a buffer 32x larger than this machine's caches are likely to be (STREAM-like).
+fn read_ceiling() -> f64 {
+    const BYTES: usize = 1 << 30;
+    let buffer = vec![1f32; BYTES / 4];
+    let pool = dynatree::model::compute_pool();
+    let threads = pool.current_num_threads();
+    let share = buffer.len().div_ceil(threads);
+    let sum_share = |chunk: &[f32]| {
+        // Four independent 16-lane accumulators: enough loads in flight, vectorised by LLVM.
+        let mut acc = [[0f32; 16]; 4];
+        for block in chunk.chunks_exact(64) {
+            for (a, part) in acc.iter_mut().zip(block.chunks_exact(16)) {
+                a.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+            }
+        }
+        acc.iter().flatten().sum::<f32>()
+    };
+    let best = (0..5)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let total: f32 = pool.install(|| {
+                use rayon::prelude::*;
+                buffer.par_chunks(share).map(sum_share).sum()
+            });
+            std::hint::black_box(total);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    BYTES as f64 / best / 1e9
+}
+
+/// Parents of a complete binary tree of `n` nodes laid out breadth first: the shape of a
+/// tree verification block.
+fn binary_tree_parents(n: usize) -> Vec<i32> {
+    (0..n as i32)
+        .map(|i| if i == 0 { -1 } else { (i - 1) / 2 })
+        .collect()
+}
+
+/// Mean µs of one target pass over a block with these parents, after the prompt is cached.
+fn pass_micros(model: &GptNeox, parents: &[i32], budget_s: f64) -> f64 {
     let prompt = prompt(model.config().vocab_size as u32);
     let mut cache = model.new_cache(prompt.len() + 64).expect("cache");
     let chain = dynatree::model::chain_parents;
@@ -115,30 +154,62 @@ fn pass_cost_by_block(model: &GptNeox, name: &str) {
         .forward(&prompt, &chain(prompt.len()), &mut cache, prompt.len() - 1)
         .expect("prefill");
     cache.commit_all().expect("commit");
-    let mut line = format!("{name} pass cost, µs by block size:");
-    for rows in [1usize, 2, 3, 5, 9, 17, 33] {
-        let block: Vec<u32> = prompt.iter().cycle().take(rows).copied().collect();
-        let repeats = 50;
+    let block: Vec<u32> = prompt.iter().cycle().take(parents.len()).copied().collect();
+    let mut once = || {
         let start = std::time::Instant::now();
-        for _ in 0..repeats {
-            model
-                .forward(&block, &chain(rows), &mut cache, 0)
-                .expect("pass");
-            cache.truncate(prompt.len());
-        }
-        line += &format!(
-            "  {rows}: {:.0}",
-            start.elapsed().as_secs_f64() * 1e6 / repeats as f64
-        );
-    }
-    println!("{line}");
+        model.forward(&block, parents, &mut cache, 0).expect("pass");
+        cache.truncate(prompt.len());
+        start.elapsed().as_secs_f64()
+    };
+    let first = once();
+    let repeats = ((budget_s / first) as usize).clamp(3, 50);
+    (0..repeats).map(|_| once()).sum::<f64>() * 1e6 / repeats as f64
 }
 
-fn tiny_pair(opts: &Options) {
+/// What one pass costs as the block grows, against the cost of streaming the weights at the
+/// machine's read bandwidth: speculation pays only while a block of k + 1 tokens costs about
+/// what one token costs.
+fn pass_cost_by_block(model: &GptNeox, name: &str, ceiling_gbs: f64) {
+    let bytes = model.streamed_bytes() as f64;
+    let floor_us = bytes / (ceiling_gbs * 1e3);
+    println!(
+        "{name}: {:.1} MB of weights per pass, {floor_us:.0} µs at the read ceiling",
+        bytes / 1e6
+    );
+    println!(
+        "  {:<10} {:>10} {:>8} {:>8} {:>10}",
+        "block", "µs/pass", "x 1-row", "GB/s", "% ceiling"
+    );
+    let chain = dynatree::model::chain_parents;
+    let mut blocks: Vec<(String, Vec<i32>)> = [1usize, 2, 3, 5, 8, 9, 17, 33]
+        .iter()
+        .map(|&n| (format!("chain {n}"), chain(n)))
+        .collect();
+    blocks.push(("tree 32".into(), binary_tree_parents(32)));
+    let mut one_row = None;
+    for (label, parents) in &blocks {
+        let us = pass_micros(model, parents, 0.3);
+        let base = *one_row.get_or_insert(us);
+        let gbs = bytes / (us * 1e3);
+        println!(
+            "  {label:<10} {us:>10.0} {:>8.2} {gbs:>8.1} {:>9.0}%",
+            us / base,
+            100.0 * gbs / ceiling_gbs
+        );
+    }
+    if let Some(base) = one_row {
+        println!(
+            "  fixed cost per pass (1-row pass minus bytes / ceiling): {:.0} µs",
+            base - floor_us
+        );
+    }
+}
+
+fn tiny_pair(opts: &Options, ceiling_gbs: f64) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-neox");
     let (target, draft) = (load(&fixture.join("target")), load(&fixture.join("draft")));
-    pass_cost_by_block(&target, "target");
-    pass_cost_by_block(&draft, "draft");
+    pass_cost_by_block(&target, "tiny target", ceiling_gbs);
+    pass_cost_by_block(&draft, "tiny draft", ceiling_gbs);
     println!(
         "tiny pair (target 4x256, draft 2x128), f32 CPU, {} new tokens, {} repeats",
         opts.tokens, opts.repeats
@@ -256,11 +327,24 @@ fn pythia_410m_checkpoint() -> PathBuf {
 
 fn main() {
     let opts = options();
-    tiny_pair(&opts);
+    let ceiling_gbs = read_ceiling();
+    println!(
+        "read ceiling {ceiling_gbs:.1} GB/s ({} threads), kernels {:?}",
+        dynatree::model::compute_pool().current_num_threads(),
+        dynatree::model::Isa::detected()
+    );
+    tiny_pair(&opts, ceiling_gbs);
     if opts.pythia_410m {
         let dir = pythia_410m_checkpoint();
-        println!("\nPythia-410M shape ({}), f32 CPU, AR", dir.display());
+        println!("\nPythia-410M shape ({}), f32 CPU", dir.display());
         let target = load(&dir);
-        measure("ar", &Method::Ar, &target, None, &opts);
+        pass_cost_by_block(&target, "pythia-410m shape", ceiling_gbs);
+        let rate = measure("ar", &Method::Ar, &target, None, &opts);
+        let gbs = rate * target.streamed_bytes() as f64 / 1e9;
+        println!(
+            "{:<34} {gbs:.1} GB/s of weights, {:.0}% of the read ceiling",
+            "",
+            100.0 * gbs / ceiling_gbs
+        );
     }
 }

@@ -82,7 +82,7 @@ impl NeoxConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -91,7 +91,7 @@ impl NeoxConfig {
         if !(0.0..=1.0).contains(&self.rotary_pct) {
             return Err(format!("rotary_pct {} is outside [0, 1]", self.rotary_pct));
         }
-        if self.rotary_dims() % 2 != 0 {
+        if !self.rotary_dims().is_multiple_of(2) {
             return Err(format!(
                 "rotary dimensions {} (head size {} x rotary_pct {}) must be even",
                 self.rotary_dims(),

@@ -25,6 +25,9 @@ pub struct GptNeox {
     dtype: DType,
     /// Bytes of every tensor the model holds (parameters and rotary tables).
     weight_bytes: usize,
+    /// Bytes every pass must read whatever its tokens: all parameters but the input embedding
+    /// (of which a pass reads one row per token) and the rotary tables (likewise).
+    streamed_bytes: usize,
 }
 
 struct Layer {
@@ -101,10 +104,13 @@ impl GptNeox {
             .iter()
             .find(|n| weights.contains(n))
             .unwrap_or(&HEAD_NAMES[0]);
-        let embed_in = Embedding::new(get("gpt_neox.embed_in.weight", &[v, h])?, h);
+        let embed_table = get("gpt_neox.embed_in.weight", &[v, h])?;
+        let embed_bytes = tensor_bytes(&embed_table);
+        let embed_in = Embedding::new(embed_table, h);
         let final_norm = norm("gpt_neox.final_layer_norm")?;
         let head = Linear::new(get(head_name, &[v, h])?, None);
         let rotary = Rotary::new(&config, dtype, device)?;
+        let streamed_bytes = loaded_bytes.get() - embed_bytes;
         let weight_bytes =
             loaded_bytes.get() + tensor_bytes(&rotary.cos) + tensor_bytes(&rotary.sin);
         Ok(Self {
@@ -117,6 +123,7 @@ impl GptNeox {
             dtype,
             config,
             weight_bytes,
+            streamed_bytes,
         })
     }
 
@@ -135,6 +142,12 @@ impl GptNeox {
     /// Bytes of the model's tensors on its device: what loading it costs before any cache.
     pub fn weight_bytes(&self) -> usize {
         self.weight_bytes
+    }
+
+    /// Bytes of weights one pass streams, however many tokens it has: what bounds a pass's
+    /// speed from below on a machine of a given memory bandwidth.
+    pub fn streamed_bytes(&self) -> usize {
+        self.streamed_bytes
     }
 
     /// An empty cache for this model, pre-sized for `capacity` tokens (it grows if needed).
