@@ -109,12 +109,20 @@ bench:
 bench-grid:
 	$(CARGO) bench --bench grid
 
-# The same measurements with Hugging Face transformers (needs PYTHON with torch + transformers).
+# The same measurements with Hugging Face transformers (needs PYTHON with torch + transformers):
+# pass cost by block size and AR tokens/s of the fixture target, and of HF_410M=DIR too when given
+# (a checkpoint from `benches/hf_reference.py make-checkpoint --shape pythia-410m --out DIR`).
+# CEILING_GBS=X takes that read ceiling (say, the one `make bench` printed) instead of torch's own.
 PYTHON ?= python3
 THREADS ?= 2
+HF_REF = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON) benches/hf_reference.py
+HF_CEILING = $(if $(CEILING_GBS),--ceiling-gbs $(CEILING_GBS))
 bench-hf:
-	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) $(PYTHON) benches/hf_reference.py generate \
-	  --model $(FIXTURE)/target --threads $(THREADS) --max-new-tokens 128 --repeats 5 --warmup 2
+	set -e; for m in $(FIXTURE)/target $(HF_410M); do \
+	  $(HF_REF) passes --model $$m --threads $(THREADS) $(HF_CEILING); \
+	  $(HF_REF) generate --model $$m --threads $(THREADS) --max-new-tokens 128 --repeats 5 --warmup 2 \
+	    $(HF_CEILING); \
+	done
 
 clean:
 	$(CARGO) clean

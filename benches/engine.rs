@@ -105,36 +105,77 @@ fn measure(
     mean
 }
 
-/// The machine's read bandwidth, GB/s: the best of a few passes of every compute thread summing
-/// its share of a buffer 32x larger than this machine's caches are likely to be (STREAM-like).
-fn read_ceiling() -> f64 {
-    const BYTES: usize = 1 << 30;
-    let buffer = vec![1f32; BYTES / 4];
-    let pool = dynatree::model::compute_pool();
-    let threads = pool.current_num_threads();
-    let share = buffer.len().div_ceil(threads);
-    let sum_share = |chunk: &[f32]| {
-        // Four independent 16-lane accumulators: enough loads in flight, vectorised by LLVM.
-        let mut acc = [[0f32; 16]; 4];
-        for block in chunk.chunks_exact(64) {
-            for (a, part) in acc.iter_mut().zip(block.chunks_exact(16)) {
-                a.iter_mut().zip(part).for_each(|(s, v)| *s += v);
-            }
-        }
-        acc.iter().flatten().sum::<f32>()
-    };
-    let best = (0..5)
+/// Read bandwidth, GB/s: the best of `passes` passes of every compute thread summing its share
+/// of `buffer` (STREAM-like, with the widest loads this CPU has, on the kernels' own threads).
+fn read_rate(buffer: &[f32], passes: usize) -> f64 {
+    let best = (0..passes)
         .map(|_| {
             let start = std::time::Instant::now();
-            let total: f32 = pool.install(|| {
-                use rayon::prelude::*;
-                buffer.par_chunks(share).map(sum_share).sum()
-            });
-            std::hint::black_box(total);
+            std::hint::black_box(dynatree::model::read_sum(buffer));
             start.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min);
-    BYTES as f64 / best / 1e9
+    std::mem::size_of_val(buffer) as f64 / best / 1e9
+}
+
+/// Bytes of the largest CPU cache, from sysfs (0 where it does not say).
+fn largest_cache_bytes() -> usize {
+    let parse = |text: &str| {
+        let text = text.trim();
+        let (digits, unit) =
+            text.split_at(text.trim_end_matches(|c: char| c.is_alphabetic()).len());
+        let n: usize = digits.parse().unwrap_or(0);
+        n * match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => 1,
+        }
+    };
+    (0..8)
+        .filter_map(|i| {
+            std::fs::read_to_string(format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size"))
+                .ok()
+        })
+        .map(|t| parse(&t))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A buffer of `bytes` of ones, backed by transparent huge pages when `huge` (and the kernel
+/// grants them): fewer TLB misses, the best case of the machine's read bandwidth.
+fn ones(bytes: usize, huge: bool) -> Vec<f32> {
+    let mut buffer: Vec<f32> = Vec::with_capacity(bytes / 4);
+    #[cfg(target_os = "linux")]
+    if huge {
+        // SAFETY: advice on memory this Vec owns; it changes no contents.
+        unsafe {
+            libc::madvise(buffer.as_mut_ptr().cast(), bytes, libc::MADV_HUGEPAGE);
+        }
+    }
+    buffer.resize(bytes / 4, 1.0);
+    buffer
+}
+
+/// The machine's read ceiling, GB/s: the better of ordinary and huge pages over a buffer 8x the
+/// largest cache (at least 1 GiB), so that no pass is served from cache.
+fn read_ceiling() -> f64 {
+    let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 4 << 30);
+    let plain = read_rate(&ones(bytes, false), 5);
+    let huge = read_rate(&ones(bytes, true), 5);
+    println!(
+        "read ceiling over {} MiB: {plain:.1} GB/s with 4 KiB pages, {huge:.1} GB/s with huge pages",
+        bytes >> 20
+    );
+    plain.max(huge)
+}
+
+/// The read rate for a working set of `bytes` read again and again, as a model's weights are
+/// pass after pass: from cache when they fit in it.
+fn read_rate_at(bytes: usize) -> f64 {
+    let buffer = ones(bytes, false);
+    read_rate(&buffer, 1);
+    read_rate(&buffer, 20)
 }
 
 /// Parents of a complete binary tree of `n` nodes laid out breadth first: the shape of a
@@ -198,9 +239,15 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceiling_gbs: f64) {
         );
     }
     if let Some(base) = one_row {
+        // A model that fits in cache streams its weights faster than the memory ceiling: its
+        // fixed cost is the 1-row pass minus what reading its bytes costs at that size.
+        let at_size = read_rate_at(model.streamed_bytes()).max(ceiling_gbs);
+        let floor_at_size = bytes / (at_size * 1e3);
         println!(
-            "  fixed cost per pass (1-row pass minus bytes / ceiling): {:.0} µs",
-            base - floor_us
+            "  fixed cost per pass: {:.0} µs (1-row pass minus bytes / ceiling); {:.0} µs against the {at_size:.1} GB/s this machine reads {:.1} MB at",
+            base - floor_us,
+            base - floor_at_size,
+            bytes / 1e6
         );
     }
 }
@@ -330,7 +377,7 @@ fn main() {
     let ceiling_gbs = read_ceiling();
     println!(
         "read ceiling {ceiling_gbs:.1} GB/s ({} threads), kernels {:?}",
-        dynatree::model::compute_pool().current_num_threads(),
+        dynatree::model::compute_threads(),
         dynatree::model::Isa::detected()
     );
     tiny_pair(&opts, ceiling_gbs);

@@ -3,14 +3,9 @@
 //! ops (two of them gemm calls that are slow for few rows) and, like the dense kernels, computes
 //! each token's output the same way however many tokens share the block.
 
-use candle_core::Tensor;
-use rayon::prelude::*;
-
 use super::error::Result;
-use super::kernels::{cpu_f32, scaled_dots};
-
-/// Below this many multiply-adds the work stays on one thread.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+use super::kernels::{cpu_f32, parallel_chunks, scaled_dots};
+use candle_core::Tensor;
 
 /// `queries` `[1, heads, t, d]` (contiguous), `keys`/`values` `[1, heads, total, d]` views of
 /// the cache, `mask` `[t, total]` of 0 / -inf or `None` for all visible. Returns `[1, t, heads * d]`.
@@ -35,17 +30,15 @@ pub(crate) fn attend(
     };
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; t * heads * d];
-    let task = |(i, dst): (usize, &mut [f32])| {
-        let (row, head) = (i / heads, i % heads);
-        let query = &q[(head * t + row) * d..][..d];
-        let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
-        cache.attend_one(head, query, visible, scale, dst);
+    let task = |items: std::ops::Range<usize>, dst: &mut [f32]| {
+        for (i, dst) in items.zip(dst.chunks_mut(d)) {
+            let (row, head) = (i / heads, i % heads);
+            let query = &q[(head * t + row) * d..][..d];
+            let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
+            cache.attend_one(head, query, visible, scale, dst);
+        }
     };
-    if t * heads * total * d >= PARALLEL_MIN_WORK {
-        out.par_chunks_mut(d).enumerate().for_each(task);
-    } else {
-        out.chunks_mut(d).enumerate().for_each(task);
-    }
+    parallel_chunks(&mut out, d, 2 * t * heads * total * d, task);
     drop((k_storage, v_storage));
     Ok(Tensor::from_vec(out, (1, t, heads * d), queries.device())?)
 }

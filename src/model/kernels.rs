@@ -10,6 +10,51 @@ use candle_core::Storage;
 
 use super::error::Result;
 
+/// Runs `task(items, dst)` over the items whose outputs are `dst`'s consecutive chunks of
+/// `per_item` values (the last may be shorter), on the compute team when the work
+/// (multiply-adds) is worth a second thread.
+pub(crate) fn parallel_chunks(
+    dst: &mut [f32],
+    per_item: usize,
+    work: usize,
+    task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let items = dst.len().div_ceil(per_item);
+    let team = super::team::team();
+    if work < PARALLEL_MIN_WORK || team.threads() == 1 || items < 2 {
+        task(0..items, dst);
+        return;
+    }
+    let base = SharedSlice(dst.as_mut_ptr(), dst.len());
+    team.for_chunks(items, |range| {
+        let start = range.start * per_item;
+        let len = (range.end * per_item).min(base.1) - start;
+        // SAFETY: the team hands out disjoint item ranges, so the chunks never overlap, and
+        // `for_chunks` returns only when every range is done.
+        let chunk = unsafe { base.chunk(start, len) };
+        task(range, chunk)
+    });
+}
+
+/// Below this many multiply-adds a second thread costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// A slice shared between pool workers that each write a disjoint part of it.
+struct SharedSlice(*mut f32, usize);
+
+// SAFETY: only disjoint chunks are ever materialised (see `parallel_chunks`).
+unsafe impl Sync for SharedSlice {}
+
+impl SharedSlice {
+    /// # Safety
+    /// No other live reference may overlap `start..start + len`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn chunk(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.1, "chunk past the end");
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
 /// Lanes of the canonical dot.
 const LANES: usize = 16;
 
@@ -88,9 +133,17 @@ pub(crate) fn scaled_dots(
     scores: &mut [f32],
 ) {
     let d = query.len();
+    if stride == d {
+        // The slots are the rows of one matrix: one product, whose tiles read several keys at once.
+        dot_rows(&keys[..scores.len() * d], query, d, scores);
+    } else {
+        for (slot, score) in scores.iter_mut().enumerate() {
+            *score = dot(query, &keys[slot * stride..][..d]);
+        }
+    }
     for (slot, score) in scores.iter_mut().enumerate() {
         *score = if visible.is_none_or(|m| m[slot] == 0.0) {
-            dot(query, &keys[slot * stride..][..d]) * scale
+            *score * scale
         } else {
             f32::NEG_INFINITY
         };
@@ -121,6 +174,35 @@ pub(crate) fn dot_rows_with(isa: Isa, w: &[f32], x: &[f32], features: usize, dst
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, features, dst) },
         _ => portable_dot_rows(w, x, features, dst),
+    }
+}
+
+/// The sum of `data`, read as fast as this CPU reads memory, each compute thread reading one
+/// contiguous share: what a memory-bandwidth measurement streams (`make bench`'s read
+/// ceiling). Its rounding order is its own.
+pub fn read_sum(data: &[f32]) -> f32 {
+    let team = super::team::team();
+    let share = data.len().div_ceil(team.threads()).max(1);
+    let sums: Vec<std::sync::atomic::AtomicU32> =
+        (0..team.threads()).map(|_| Default::default()).collect();
+    team.run(&|thread| {
+        let part = data.chunks(share).nth(thread).unwrap_or(&[]);
+        let sum = read_sum_one_thread(part);
+        sums[thread].store(sum.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    });
+    sums.iter()
+        .map(|s| f32::from_bits(s.load(std::sync::atomic::Ordering::Relaxed)))
+        .sum()
+}
+
+fn read_sum_one_thread(data: &[f32]) -> f32 {
+    match Isa::detected() {
+        // SAFETY: the detected path is one this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::read_sum_avx512(data) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::read_sum_avx2(data) },
+        _ => data.iter().sum(),
     }
 }
 
@@ -161,16 +243,29 @@ fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
     }
 }
 
-/// How a product of `outputs` weight rows by `rows` input rows is cut into register tiles of
-/// `O` weight rows by `R` input rows: `O * R` accumulators plus `R` inputs and one weight
-/// register fit the register file, and each weight tile is read from memory once, then meets
-/// every input row while it is still in L1.
+/// How a product of `outputs` weight rows by `rows` input rows is cut into register tiles.
+///
+/// Weight rows go in groups of [`GROUP`]; input rows in blocks of up to 8; each (group, block)
+/// is swept by tiles of `O` weight rows by the block's `R` input rows, whose `O * R` 16-lane
+/// accumulators stay in registers. With one input row the product is a read of the weights
+/// (memory-bound): 8 rows at a time stream side by side, enough loads in flight to saturate
+/// memory. With several, it is multiply-adds (compute-bound): features go in chunks of [`CHUNK`],
+/// so that a chunk of the group's weights and of every input row stays in L1 while all the
+/// blocks sweep it, each weight byte comes from memory once, and the accumulators are parked in
+/// a small buffer between chunks. Parking is an exact store and load, so lane `j` of every dot
+/// still adds its products in order of feature: the bits do not depend on the cut.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{finish, LANES};
     use std::arch::x86_64::*;
 
-    /// Where a tile of weight rows `o..` by input rows `r..` starts.
+    /// Weight rows per group: a multiple of every tile height below.
+    const GROUP: usize = 24;
+    /// Features per chunk when several input rows share the product.
+    const CHUNK: usize = 256;
+
+    /// One tile's place: weight rows `o..o + O` of `w`, input rows `r..r + R` of `x`, and the
+    /// accumulators of group row `gi` and input row `r` at `partial[gi * rows + r]`.
     #[derive(Clone, Copy)]
     struct Tile<'a> {
         w: &'a [f32],
@@ -179,106 +274,212 @@ mod x86 {
         rows: usize,
         o: usize,
         r: usize,
+        /// `o` minus the group's first row.
+        gi: usize,
+        steps: (usize, usize),
+        first: bool,
     }
 
-    /// Runs `tile::<O, R>` over the whole product, input rows in blocks of up to 4: with 8 rows
-    /// per tile the inputs of a wide layer spill out of L1 and every tile re-reads them from L2.
+    type Partial = [[f32; LANES]];
+
+    /// Sweeps the product with `$tile::<O, R>`; `$shape` maps a block of R input rows to the
+    /// register tile height O for this instruction set.
     macro_rules! sweep {
-        ($tile:ident, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
-            let (w, x, features, dst) = ($w, $x, $features, $dst);
+        ($tile:ident, $shape:ident, $max_block:expr, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
+            let (w, x, features, dst): (&[f32], &[f32], usize, &mut [f32]) =
+                ($w, $x, $features, $dst);
             let rows = x.len() / features;
             let outputs = w.len() / features;
-            let mut o = 0;
-            while o < outputs {
-                let wide = outputs - o >= 8;
-                let mut r = 0;
-                while r < rows {
-                    let block = (rows - r).min(4);
-                    let t = Tile {
-                        w,
-                        x,
-                        features,
-                        rows,
-                        o,
-                        r,
-                    };
-                    // Eight weight rows per step, as tiles of `O` rows; a tile's rows stream
-                    // from memory side by side (8 streams for one input row keep enough loads
-                    // in flight to saturate memory on their own).
-                    macro_rules! tiles {
-                        ($o:literal, $r:literal) => {
-                            for k in 0..8 / $o {
-                                // SAFETY: the caller checked the CPU has the tile's features.
-                                unsafe { $tile::<$o, $r>(Tile { o: o + $o * k, ..t }, dst) }
+            let steps = features / LANES;
+            let chunk = if rows == 1 {
+                steps.max(1)
+            } else {
+                CHUNK / LANES
+            };
+            super::with_partial(GROUP * rows, |partial| {
+                let mut g = 0;
+                while g < outputs {
+                    let height = (outputs - g).min(GROUP);
+                    let mut s0 = 0;
+                    loop {
+                        let s1 = (s0 + chunk).min(steps);
+                        let mut r = 0;
+                        while r < rows {
+                            let block = (rows - r).min($max_block);
+                            let t = Tile {
+                                w,
+                                x,
+                                features,
+                                rows,
+                                o: g,
+                                r,
+                                gi: 0,
+                                steps: (s0, s1),
+                                first: s0 == 0,
+                            };
+                            macro_rules! tiles {
+                                ($r:literal) => {{
+                                    const O: usize = $shape($r);
+                                    let mut gi = 0;
+                                    while gi + O <= height {
+                                        // SAFETY: the caller checked the CPU has the features.
+                                        unsafe {
+                                            $tile::<O, $r>(Tile { o: g + gi, gi, ..t }, partial)
+                                        };
+                                        gi += O;
+                                    }
+                                    while gi < height {
+                                        // SAFETY: as above.
+                                        unsafe {
+                                            $tile::<1, $r>(Tile { o: g + gi, gi, ..t }, partial)
+                                        };
+                                        gi += 1;
+                                    }
+                                }};
                             }
-                        };
+                            match block {
+                                1 => tiles!(1),
+                                2 => tiles!(2),
+                                3 => tiles!(3),
+                                4 => tiles!(4),
+                                5 => tiles!(5),
+                                6 => tiles!(6),
+                                7 => tiles!(7),
+                                _ => tiles!(8),
+                            }
+                            r += block;
+                        }
+                        s0 = s1;
+                        if s0 >= steps {
+                            break;
+                        }
                     }
-                    macro_rules! narrow {
-                        ($r:literal) => {
-                            // SAFETY: as above.
-                            unsafe { $tile::<1, $r>(t, dst) }
-                        };
-                    }
-                    match (wide, block) {
-                        (true, 1) => tiles!(8, 1),
-                        (true, 2) => tiles!(4, 2),
-                        (true, 3) => tiles!(4, 3),
-                        (true, _) => tiles!(4, 4),
-                        (false, 1) => narrow!(1),
-                        (false, 2) => narrow!(2),
-                        (false, 3) => narrow!(3),
-                        (false, _) => narrow!(4),
-                    }
-                    r += block;
+                    finish_group(w, x, features, rows, g, height, partial, dst);
+                    g += height;
                 }
-                o += if wide { 8 } else { 1 };
-            }
+            })
         }};
     }
 
-    /// Writes one finished tile.
-    #[inline(always)]
-    fn store<const O: usize, const R: usize>(
-        t: Tile,
-        lanes: impl Fn(usize, usize) -> [f32; LANES],
+    /// Folds a group's parked accumulators, adds the feature tails, and writes
+    /// `dst[o * rows + r]`.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_group(
+        w: &[f32],
+        x: &[f32],
+        features: usize,
+        rows: usize,
+        g: usize,
+        height: usize,
+        partial: &Partial,
         dst: &mut [f32],
     ) {
-        let f = t.features;
-        let whole = f / LANES * LANES;
-        for oi in 0..O {
-            let w_row = &t.w[(t.o + oi) * f..][..f];
-            for ri in 0..R {
-                let x_row = &t.x[(t.r + ri) * f..][..f];
-                dst[(t.o + oi) * t.rows + t.r + ri] =
-                    finish(&lanes(oi, ri), &w_row[whole..], &x_row[whole..]);
+        let whole = features / LANES * LANES;
+        for gi in 0..height {
+            let w_tail = &w[(g + gi) * features..][whole..features];
+            for r in 0..rows {
+                let x_tail = &x[r * features..][whole..features];
+                dst[(g + gi) * rows + r] = finish(&partial[gi * rows + r], w_tail, x_tail);
             }
+        }
+    }
+
+    /// AVX-512 tile height for a block of `r` input rows: `O * R` accumulators plus `R` inputs
+    /// and one weight register within the 32 registers.
+    const fn shape_avx512(r: usize) -> usize {
+        match r {
+            1..=3 => 8,
+            4 => 6,
+            5 | 6 => 4,
+            _ => 3,
+        }
+    }
+
+    /// AVX2 tile height: each accumulator takes two of the 16 registers.
+    const fn shape_avx2(r: usize) -> usize {
+        match r {
+            1 => 4,
+            2 => 3,
+            3 => 2,
+            _ => 1,
         }
     }
 
     /// # Safety
     /// The CPU must have AVX-512F.
     pub(super) unsafe fn dot_rows_avx512(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-        sweep!(tile_avx512, w, x, features, dst)
+        sweep!(tile_avx512, shape_avx512, 8, w, x, features, dst)
     }
 
     /// # Safety
     /// The CPU must have AVX2 and FMA.
     pub(super) unsafe fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-        sweep!(tile_avx2, w, x, features, dst)
+        sweep!(tile_avx2, shape_avx2, 6, w, x, features, dst)
     }
 
-    /// Written against memory bandwidth: one 16-lane register per (weight row, input row).
+    /// One 16-lane load per step into one accumulator: the plainest stream of reads, which
+    /// measured a few percent faster than unrolled multi-accumulator loops.
     #[target_feature(enable = "avx512f")]
-    fn tile_avx512<const O: usize, const R: usize>(t: Tile, dst: &mut [f32]) {
+    pub(super) fn read_sum_avx512(data: &[f32]) -> f32 {
+        let whole = data.len() / LANES * LANES;
+        // SAFETY: every load reads `LANES` floats below `whole`.
+        unsafe {
+            let mut acc = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < whole {
+                acc = _mm512_add_ps(acc, _mm512_loadu_ps(data.as_ptr().add(i)));
+                i += LANES;
+            }
+            _mm512_reduce_add_ps(acc) + data[whole..].iter().sum::<f32>()
+        }
+    }
+
+    /// [`read_sum_avx512`] in two 8-lane halves.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn read_sum_avx2(data: &[f32]) -> f32 {
+        let whole = data.len() / LANES * LANES;
+        // SAFETY: every load reads 8 floats below `whole`.
+        unsafe {
+            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i < whole {
+                lo = _mm256_add_ps(lo, _mm256_loadu_ps(data.as_ptr().add(i)));
+                hi = _mm256_add_ps(hi, _mm256_loadu_ps(data.as_ptr().add(i + 8)));
+                i += LANES;
+            }
+            let mut lanes = [0f32; LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
+            lanes.iter().sum::<f32>() + data[whole..].iter().sum::<f32>()
+        }
+    }
+
+    /// Where tile accumulator (oi, ri) is parked.
+    #[inline(always)]
+    fn slot(t: &Tile, oi: usize, ri: usize) -> usize {
+        (t.gi + oi) * t.rows + t.r + ri
+    }
+
+    /// One 16-lane register per (weight row, input row), over features `steps`.
+    #[target_feature(enable = "avx512f")]
+    fn tile_avx512<const O: usize, const R: usize>(t: Tile, partial: &mut Partial) {
         let f = t.features;
-        let whole = f / LANES * LANES;
-        // SAFETY: every load reads `LANES` floats below `whole` of a row inside `w` or `x`.
+        assert!(slot(&t, O - 1, R - 1) < partial.len() && t.steps.1 * LANES <= f);
+        // SAFETY: loads read `LANES` floats below `steps.1 * LANES <= f` of rows inside `w`
+        // and `x` (the sweep keeps `o + O` and `r + R` in range); parking slots are checked.
         unsafe {
             let w = t.w.as_ptr().add(t.o * f);
             let x = t.x.as_ptr().add(t.r * f);
             let mut acc = [[_mm512_setzero_ps(); R]; O];
-            let mut i = 0;
-            while i < whole {
+            if !t.first {
+                for (oi, row) in acc.iter_mut().enumerate() {
+                    for (ri, lane) in row.iter_mut().enumerate() {
+                        *lane = _mm512_loadu_ps(partial[slot(&t, oi, ri)].as_ptr());
+                    }
+                }
+            }
+            for step in t.steps.0..t.steps.1 {
+                let i = step * LANES;
                 let xs: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(x.add(r * f + i)));
                 for (oi, row) in acc.iter_mut().enumerate() {
                     let wv = _mm512_loadu_ps(w.add(oi * f + i));
@@ -286,31 +487,36 @@ mod x86 {
                         *lane = _mm512_fmadd_ps(wv, *xv, *lane);
                     }
                 }
-                i += LANES;
             }
-            let lanes = |oi: usize, ri: usize| {
-                let mut l = [0f32; LANES];
-                _mm512_storeu_ps(l.as_mut_ptr(), acc[oi][ri]);
-                l
-            };
-            store::<O, R>(t, lanes, dst);
+            for (oi, row) in acc.iter().enumerate() {
+                for (ri, lane) in row.iter().enumerate() {
+                    _mm512_storeu_ps(partial[slot(&t, oi, ri)].as_mut_ptr(), *lane);
+                }
+            }
         }
     }
 
     /// The same as [`tile_avx512`] with each 16-lane accumulator held as two 8-lane halves.
     #[target_feature(enable = "avx2,fma")]
-    fn tile_avx2<const O: usize, const R: usize>(t: Tile, dst: &mut [f32]) {
+    fn tile_avx2<const O: usize, const R: usize>(t: Tile, partial: &mut Partial) {
         let f = t.features;
-        let whole = f / LANES * LANES;
+        assert!(slot(&t, O - 1, R - 1) < partial.len() && t.steps.1 * LANES <= f);
         // SAFETY: as in `tile_avx512`.
         unsafe {
             let w = t.w.as_ptr().add(t.o * f);
             let x = t.x.as_ptr().add(t.r * f);
             let mut acc = [[[_mm256_setzero_ps(); 2]; R]; O];
-            let mut i = 0;
-            while i < whole {
+            if !t.first {
+                for (oi, row) in acc.iter_mut().enumerate() {
+                    for (ri, lane) in row.iter_mut().enumerate() {
+                        let parked = partial[slot(&t, oi, ri)].as_ptr();
+                        *lane = [_mm256_loadu_ps(parked), _mm256_loadu_ps(parked.add(8))];
+                    }
+                }
+            }
+            for step in t.steps.0..t.steps.1 {
                 for half in 0..2 {
-                    let at = i + 8 * half;
+                    let at = step * LANES + 8 * half;
                     let xs: [__m256; R] =
                         std::array::from_fn(|r| _mm256_loadu_ps(x.add(r * f + at)));
                     for (oi, row) in acc.iter_mut().enumerate() {
@@ -320,17 +526,32 @@ mod x86 {
                         }
                     }
                 }
-                i += LANES;
             }
-            let lanes = |oi: usize, ri: usize| {
-                let mut l = [0f32; LANES];
-                _mm256_storeu_ps(l.as_mut_ptr(), acc[oi][ri][0]);
-                _mm256_storeu_ps(l.as_mut_ptr().add(8), acc[oi][ri][1]);
-                l
-            };
-            store::<O, R>(t, lanes, dst);
+            for (oi, row) in acc.iter().enumerate() {
+                for (ri, lane) in row.iter().enumerate() {
+                    let parked = partial[slot(&t, oi, ri)].as_mut_ptr();
+                    _mm256_storeu_ps(parked, lane[0]);
+                    _mm256_storeu_ps(parked.add(8), lane[1]);
+                }
+            }
         }
     }
+}
+
+/// Runs `f` with a per-thread buffer of at least `len` parked accumulators, reused across calls
+/// (a forward pass makes hundreds of products).
+#[cfg(target_arch = "x86_64")]
+fn with_partial<T>(len: usize, f: impl FnOnce(&mut [[f32; LANES]]) -> T) -> T {
+    thread_local! {
+        static PARTIAL: std::cell::RefCell<Vec<[f32; LANES]>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PARTIAL.with(|cell| {
+        let mut buffer = cell.borrow_mut();
+        if buffer.len() < len {
+            buffer.resize(len, [0.0; LANES]);
+        }
+        f(&mut buffer[..len])
+    })
 }
 
 #[cfg(test)]

@@ -4,11 +4,9 @@
 //! same weights, and its rounding depends on the row count. Each output here is one dot product
 //! in a fixed order, so a token's numbers are the same in an AR step and in a verification block.
 
-use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
-
 use super::error::Result;
-use super::kernels::{cpu_f32, dot_rows};
+use super::kernels::{cpu_f32, dot_rows, parallel_chunks};
+use candle_core::{DType, Device, Tensor};
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in checkpoints.
 pub struct Linear {
@@ -16,10 +14,8 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
-/// Below this many multiply-adds a second thread costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
-/// Output features per parallel task.
-const ROWS_PER_TASK: usize = 64;
+/// Output features per parallel task: a multiple of every register tile's height.
+const ROWS_PER_TASK: usize = 16;
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
@@ -54,22 +50,23 @@ impl Linear {
             &cpu_f32(&storage)?[layout.start_offset()..layout.start_offset() + outputs * features];
         // Output laid out feature-major ([out, rows]) so each task writes one contiguous block.
         let mut out_major = vec![0f32; outputs * rows];
-        let task = |(chunk, dst): (usize, &mut [f32])| {
-            let first = chunk * ROWS_PER_TASK;
-            let w = &weight[first * features..(first + dst.len() / rows) * features];
+        let task = |groups: std::ops::Range<usize>, dst: &mut [f32]| {
+            let first = groups.start * ROWS_PER_TASK;
+            let outs = first..first + dst.len() / rows;
+            let w = &weight[outs.start * features..outs.end * features];
             dot_rows(w, &inputs, features, dst);
             if let Some(bias) = &bias {
-                for (o, out) in dst.chunks_mut(rows).enumerate() {
-                    out.iter_mut().for_each(|v| *v += bias[first + o]);
+                for (out, b) in dst.chunks_mut(rows).zip(&bias[outs]) {
+                    out.iter_mut().for_each(|v| *v += b);
                 }
             }
         };
-        let chunk = ROWS_PER_TASK * rows;
-        if outputs * features * rows >= PARALLEL_MIN_WORK {
-            out_major.par_chunks_mut(chunk).enumerate().for_each(task);
-        } else {
-            out_major.chunks_mut(chunk).enumerate().for_each(task);
-        }
+        parallel_chunks(
+            &mut out_major,
+            ROWS_PER_TASK * rows,
+            outputs * features * rows,
+            task,
+        );
         drop(storage);
         Ok(Tensor::from_vec(out_major, (outputs, rows), x.device())?
             .t()?

@@ -8,6 +8,7 @@ pub mod hub;
 mod kernels;
 mod linear;
 pub mod neox;
+mod team;
 pub mod tokenizer;
 pub mod weights;
 
@@ -19,7 +20,7 @@ pub use cache::{chain_parents, KvCache};
 pub use config::NeoxConfig;
 pub use error::{ModelError, Result};
 pub use hub::{HubSettings, ModelSource};
-pub use kernels::Isa;
+pub use kernels::{read_sum, Isa};
 pub use neox::GptNeox;
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightFiles;
@@ -87,6 +88,11 @@ pub fn compute_pool() -> &'static rayon::ThreadPool {
             .build()
             .expect("rayon pool starts")
     })
+}
+
+/// Threads the CPU kernels run on (the caller's included).
+pub fn compute_threads() -> usize {
+    team::team().threads()
 }
 
 /// Parses `cpu` or `cuda[:N]`; CUDA needs the `cuda` cargo feature and a GPU.

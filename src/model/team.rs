@@ -1,0 +1,274 @@
+//! A fixed team of compute threads for the CPU kernels, started once per process.
+//!
+//! A forward pass runs ~100 parallel products back to back, each a few hundred microseconds or
+//! less. Between them the team's workers spin, so a product starts in well under a microsecond,
+//! where waking a sleeping rayon worker (a cross-CPU interrupt under a hypervisor) cost 50-80 µs
+//! per product. Every wait spins briefly, then yields the CPU, so that a machine busier than its
+//! cores (tests, two sweeps at once) slows the team down instead of stalling it on a descheduled
+//! thread; idle workers park after a while and cost nothing between generations.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// Spins before a waiter starts yielding: a few microseconds.
+const SPINS: u32 = 2_000;
+/// How long an idle worker keeps polling before it parks.
+const IDLE_BEFORE_PARK: Duration = Duration::from_millis(2);
+
+/// The job of the current round, type-erased: `call(data, thread_index)`.
+#[derive(Clone, Copy)]
+struct Job {
+    call: unsafe fn(*const (), usize),
+    data: *const (),
+}
+
+struct Shared {
+    /// Round number: a worker runs the job each time this moves on.
+    round: AtomicUsize,
+    /// Workers done with the current round.
+    done: AtomicUsize,
+    job: UnsafeCell<Job>,
+    panicked: AtomicBool,
+    stop: AtomicBool,
+}
+
+// SAFETY: `job` is written only by the thread holding `Team::lock`, before the round number is
+// published (release) and read by workers after they see it (acquire); the caller waits for
+// every worker before the data it points to goes away.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+pub(crate) struct Team {
+    shared: Arc<Shared>,
+    workers: Vec<Thread>,
+    lock: Mutex<()>,
+}
+
+thread_local! {
+    /// Set on team workers and on a caller while it runs its share: a nested call runs inline.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The process's team: one thread per compute thread (the caller is one of them).
+pub(crate) fn team() -> &'static Team {
+    static TEAM: OnceLock<Team> = OnceLock::new();
+    TEAM.get_or_init(|| Team::new(candle_core::utils::get_num_threads().saturating_sub(1)))
+}
+
+impl Team {
+    fn new(workers: usize) -> Self {
+        let shared = Arc::new(Shared {
+            round: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            job: UnsafeCell::new(Job {
+                call: |_, _| {},
+                data: std::ptr::null(),
+            }),
+            panicked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let workers = (0..workers)
+            .map(|index| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("dynatree-team-{}", index + 1))
+                    .spawn(move || work(&shared, index + 1))
+                    .expect("a team thread starts")
+                    .thread()
+                    .clone()
+            })
+            .collect();
+        Self {
+            shared,
+            workers,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Threads that run a job, the caller included.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `job(thread)` once on every thread of the team (the caller is thread 0) and returns
+    /// when all are done. Called from inside a job, it runs `job(0)` alone.
+    pub fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() || INSIDE.get() {
+            return job(0);
+        }
+        let _one_round_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        unsafe fn call(data: *const (), thread: usize) {
+            // SAFETY: `data` is the `&&dyn Fn` published below, alive until every worker is done.
+            let job = unsafe { &*(data as *const &(dyn Fn(usize) + Sync)) };
+            job(thread)
+        }
+        // SAFETY: see `Shared`; no worker reads the job until the round moves on.
+        unsafe {
+            *self.shared.job.get() = Job {
+                call,
+                data: &job as *const &(dyn Fn(usize) + Sync) as *const (),
+            };
+        }
+        self.shared.done.store(0, Ordering::Relaxed);
+        self.shared.round.fetch_add(1, Ordering::Release);
+        self.workers.iter().for_each(Thread::unpark);
+        // Waits for the workers even if the caller's share panics: they read `job`.
+        let wait = WaitForWorkers(self);
+        INSIDE.set(true);
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0)));
+        INSIDE.set(false);
+        drop(wait);
+        if let Err(payload) = mine {
+            std::panic::resume_unwind(payload);
+        }
+        if self.shared.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a compute thread panicked (its message is above)");
+        }
+    }
+
+    /// Splits `0..items` into chunks that the threads take in turn until none are left, so a
+    /// thread slowed by the rest of the machine does less of the work.
+    pub fn for_chunks(&self, items: usize, task: impl Fn(std::ops::Range<usize>) + Sync) {
+        let chunk = items.div_ceil(8 * self.threads()).max(1);
+        let next = AtomicUsize::new(0);
+        self.run(&|_| loop {
+            let start = next.fetch_add(chunk, Ordering::Relaxed);
+            if start >= items {
+                break;
+            }
+            task(start..items.min(start + chunk));
+        });
+    }
+}
+
+struct WaitForWorkers<'a>(&'a Team);
+
+impl Drop for WaitForWorkers<'_> {
+    fn drop(&mut self) {
+        let (shared, workers) = (&self.0.shared, self.0.workers.len());
+        let mut waiter = Waiter::default();
+        while shared.done.load(Ordering::Acquire) < workers {
+            waiter.pause();
+        }
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.round.fetch_add(1, Ordering::Release);
+        self.workers.iter().for_each(Thread::unpark);
+    }
+}
+
+/// A worker: waits for the next round, runs its share, says it is done.
+fn work(shared: &Shared, thread: usize) {
+    INSIDE.set(true);
+    // Round 0 is the team's start: a round published before this thread got here still runs.
+    let mut seen = 0;
+    loop {
+        let mut waiter = Waiter::default();
+        let idle_since = Instant::now();
+        loop {
+            let round = shared.round.load(Ordering::Acquire);
+            if round != seen {
+                seen = round;
+                break;
+            }
+            if waiter.spins >= SPINS && idle_since.elapsed() > IDLE_BEFORE_PARK {
+                // An unpark between the load above and here leaves a token: no lost wake-up.
+                std::thread::park();
+            } else {
+                waiter.pause();
+            }
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: see `Shared`.
+        let job = unsafe { *shared.job.get() };
+        let ran = std::panic::catch_unwind(|| unsafe { (job.call)(job.data, thread) });
+        if ran.is_err() {
+            shared.panicked.store(true, Ordering::Relaxed);
+        }
+        shared.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Spins, then yields the CPU to whatever else is runnable.
+#[derive(Default)]
+struct Waiter {
+    spins: u32,
+}
+
+impl Waiter {
+    fn pause(&mut self) {
+        if self.spins < SPINS {
+            self.spins += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_runs_each_round_once() {
+        // The first round is published at once, most likely before the workers have started.
+        let team = Team::new(3);
+        for _ in 0..100 {
+            let counts: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            team.run(&|thread| {
+                counts[thread].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn chunks_cover_every_item_once_and_nesting_runs_inline() {
+        let team = Team::new(1);
+        let seen: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+        team.for_chunks(seen.len(), |range| {
+            for i in range {
+                // A nested call inside a job runs on this thread alone.
+                team.run(&|thread| assert_eq!(thread, 0));
+                seen[i].fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn a_panicking_worker_is_reported_to_the_caller() {
+        let team = Team::new(1);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            team.run(&|thread| assert_eq!(thread, 0, "worker fails on purpose"))
+        }));
+        assert!(result.is_err());
+        // The team still works afterwards.
+        let ran = AtomicUsize::new(0);
+        team.run(&|_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn parked_workers_wake_for_the_next_round() {
+        let team = Team::new(1);
+        std::thread::sleep(IDLE_BEFORE_PARK * 3);
+        let ran = AtomicUsize::new(0);
+        team.run(&|_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 2);
+    }
+}
