@@ -241,7 +241,7 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceiling_gbs: f64) {
     if let Some(base) = one_row {
         // A model that fits in cache streams its weights faster than the memory ceiling: its
         // fixed cost is the 1-row pass minus what reading its bytes costs at that size.
-        let at_size = read_rate_at(model.streamed_bytes()).max(ceiling_gbs);
+        let at_size = read_rate_at(model.streamed_bytes());
         let floor_at_size = bytes / (at_size * 1e3);
         println!(
             "  fixed cost per pass: {:.0} µs (1-row pass minus bytes / ceiling); {:.0} µs against the {at_size:.1} GB/s this machine reads {:.1} MB at",
@@ -389,7 +389,7 @@ fn main() {
         let rate = measure("ar", &Method::Ar, &target, None, &opts);
         let gbs = rate * target.streamed_bytes() as f64 / 1e9;
         println!(
-            "{:<34} {gbs:.1} GB/s of weights, {:.0}% of the read ceiling",
+            "{:<34} {gbs:.1} GB/s of weights (tok/s x bytes per pass, prefill included), {:.0}% of the read ceiling",
             "",
             100.0 * gbs / ceiling_gbs
         );

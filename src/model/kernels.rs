@@ -58,6 +58,11 @@ impl SharedSlice {
 /// Lanes of the canonical dot.
 const LANES: usize = 16;
 
+/// Weight rows the products sweep together (a multiple of every register tile's height): a
+/// caller that splits a product by output rows splits it at multiples of this, or the pieces
+/// end in narrow one-row tiles.
+pub(crate) const ROW_GROUP: usize = 24;
+
 /// The f32 data of a CPU storage.
 pub(crate) fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
     match storage {
@@ -256,11 +261,9 @@ fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
 /// still adds its products in order of feature: the bits do not depend on the cut.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{finish, LANES};
+    use super::{finish, LANES, ROW_GROUP as GROUP};
     use std::arch::x86_64::*;
 
-    /// Weight rows per group: a multiple of every tile height below.
-    const GROUP: usize = 24;
     /// Features per chunk when several input rows share the product.
     const CHUNK: usize = 256;
 

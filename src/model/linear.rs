@@ -5,7 +5,7 @@
 //! in a fixed order, so a token's numbers are the same in an AR step and in a verification block.
 
 use super::error::Result;
-use super::kernels::{cpu_f32, dot_rows, parallel_chunks};
+use super::kernels::{cpu_f32, dot_rows, parallel_chunks, ROW_GROUP};
 use candle_core::{DType, Device, Tensor};
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in checkpoints.
@@ -14,8 +14,8 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
-/// Output features per parallel task: a multiple of every register tile's height.
-const ROWS_PER_TASK: usize = 16;
+/// Output features per parallel task: one group of the kernels' tiles.
+const ROWS_PER_TASK: usize = ROW_GROUP;
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {

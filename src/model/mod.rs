@@ -76,14 +76,18 @@ impl ModelFiles {
     }
 }
 
-/// The rayon pool every forward pass runs in. candle's CPU ops fan out through rayon; issued
-/// from outside a pool, each op hands its work to a pool thread and sleeps until it is done,
-/// which costs more than the work itself on small models.
+/// The rayon pool every forward pass runs in, one thread: the CPU kernels run on the compute
+/// team (`team.rs`), and a second rayon thread woken by a candle op (rotary embeddings run
+/// through rayon) competed with the team's worker for the same core, doubling some passes of
+/// the tiny pair at random (a 2-token block: median 1401 µs, 629 µs with one thread). Inside
+/// the pool, candle's rayon ops run inline instead of handing work to another thread and
+/// sleeping until it is done. Candle's own matmul (dtypes other than f32 on CPU) then runs on
+/// this one thread.
 pub fn compute_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(candle_core::utils::get_num_threads())
+            .num_threads(1)
             .thread_name(|i| format!("dynatree-compute-{i}"))
             .build()
             .expect("rayon pool starts")

@@ -115,17 +115,23 @@ impl Team {
         self.shared.done.store(0, Ordering::Relaxed);
         self.shared.round.fetch_add(1, Ordering::Release);
         self.workers.iter().for_each(Thread::unpark);
-        // Waits for the workers even if the caller's share panics: they read `job`.
-        let wait = WaitForWorkers(self);
         INSIDE.set(true);
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0)));
         INSIDE.set(false);
-        drop(wait);
+        // Even when the caller's share panicked: the workers still read `job`.
+        self.wait_for_workers();
         if let Err(payload) = mine {
             std::panic::resume_unwind(payload);
         }
         if self.shared.panicked.swap(false, Ordering::Relaxed) {
             panic!("a compute thread panicked (its message is above)");
+        }
+    }
+
+    fn wait_for_workers(&self) {
+        let mut waiter = Waiter::default();
+        while self.shared.done.load(Ordering::Acquire) < self.workers.len() {
+            waiter.pause();
         }
     }
 
@@ -141,18 +147,6 @@ impl Team {
             }
             task(start..items.min(start + chunk));
         });
-    }
-}
-
-struct WaitForWorkers<'a>(&'a Team);
-
-impl Drop for WaitForWorkers<'_> {
-    fn drop(&mut self) {
-        let (shared, workers) = (&self.0.shared, self.0.workers.len());
-        let mut waiter = Waiter::default();
-        while shared.done.load(Ordering::Acquire) < workers {
-            waiter.pause();
-        }
     }
 }
 
