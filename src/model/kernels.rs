@@ -8,6 +8,7 @@
 
 use candle_core::Storage;
 
+use super::aligned::AlignedF32;
 use super::error::Result;
 
 /// Runs `task(items, dst)` over the items whose outputs are `dst`'s consecutive chunks of
@@ -248,312 +249,22 @@ fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
     }
 }
 
-/// How a product of `outputs` weight rows by `rows` input rows is cut into register tiles.
-///
-/// Weight rows go in groups of [`GROUP`]; input rows in blocks of up to 8; each (group, block)
-/// is swept by tiles of `O` weight rows by the block's `R` input rows, whose `O * R` 16-lane
-/// accumulators stay in registers. With one input row the product is a read of the weights
-/// (memory-bound): 8 rows at a time stream side by side, enough loads in flight to saturate
-/// memory. With several, it is multiply-adds (compute-bound): features go in chunks of [`CHUNK`],
-/// so that a chunk of the group's weights and of every input row stays in L1 while all the
-/// blocks sweep it, each weight byte comes from memory once, and the accumulators are parked in
-/// a small buffer between chunks. Parking is an exact store and load, so lane `j` of every dot
-/// still adds its products in order of feature: the bits do not depend on the cut.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{finish, LANES, ROW_GROUP as GROUP};
-    use std::arch::x86_64::*;
+mod x86;
 
-    /// Features per chunk when several input rows share the product.
-    const CHUNK: usize = 256;
-
-    /// One tile's place: weight rows `o..o + O` of `w`, input rows `r..r + R` of `x`, and the
-    /// accumulators of group row `gi` and input row `r` at `partial[gi * rows + r]`.
-    #[derive(Clone, Copy)]
-    struct Tile<'a> {
-        w: &'a [f32],
-        x: &'a [f32],
-        features: usize,
-        rows: usize,
-        o: usize,
-        r: usize,
-        /// `o` minus the group's first row.
-        gi: usize,
-        steps: (usize, usize),
-        first: bool,
-    }
-
-    type Partial = [[f32; LANES]];
-
-    /// Sweeps the product with `$tile::<O, R>`; `$shape` maps a block of R input rows to the
-    /// register tile height O for this instruction set.
-    macro_rules! sweep {
-        ($tile:ident, $shape:ident, $max_block:expr, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
-            let (w, x, features, dst): (&[f32], &[f32], usize, &mut [f32]) =
-                ($w, $x, $features, $dst);
-            let rows = x.len() / features;
-            let outputs = w.len() / features;
-            let steps = features / LANES;
-            let chunk = if rows == 1 {
-                steps.max(1)
-            } else {
-                CHUNK / LANES
-            };
-            super::with_partial(GROUP * rows, |partial| {
-                let mut g = 0;
-                while g < outputs {
-                    let height = (outputs - g).min(GROUP);
-                    let mut s0 = 0;
-                    loop {
-                        let s1 = (s0 + chunk).min(steps);
-                        let mut r = 0;
-                        while r < rows {
-                            let block = (rows - r).min($max_block);
-                            let t = Tile {
-                                w,
-                                x,
-                                features,
-                                rows,
-                                o: g,
-                                r,
-                                gi: 0,
-                                steps: (s0, s1),
-                                first: s0 == 0,
-                            };
-                            macro_rules! tiles {
-                                ($r:literal) => {{
-                                    const O: usize = $shape($r);
-                                    let mut gi = 0;
-                                    while gi + O <= height {
-                                        // SAFETY: the caller checked the CPU has the features.
-                                        unsafe {
-                                            $tile::<O, $r>(Tile { o: g + gi, gi, ..t }, partial)
-                                        };
-                                        gi += O;
-                                    }
-                                    while gi < height {
-                                        // SAFETY: as above.
-                                        unsafe {
-                                            $tile::<1, $r>(Tile { o: g + gi, gi, ..t }, partial)
-                                        };
-                                        gi += 1;
-                                    }
-                                }};
-                            }
-                            match block {
-                                1 => tiles!(1),
-                                2 => tiles!(2),
-                                3 => tiles!(3),
-                                4 => tiles!(4),
-                                5 => tiles!(5),
-                                6 => tiles!(6),
-                                7 => tiles!(7),
-                                _ => tiles!(8),
-                            }
-                            r += block;
-                        }
-                        s0 = s1;
-                        if s0 >= steps {
-                            break;
-                        }
-                    }
-                    finish_group(w, x, features, rows, g, height, partial, dst);
-                    g += height;
-                }
-            })
-        }};
-    }
-
-    /// Folds a group's parked accumulators, adds the feature tails, and writes
-    /// `dst[o * rows + r]`.
-    #[allow(clippy::too_many_arguments)]
-    fn finish_group(
-        w: &[f32],
-        x: &[f32],
-        features: usize,
-        rows: usize,
-        g: usize,
-        height: usize,
-        partial: &Partial,
-        dst: &mut [f32],
-    ) {
-        let whole = features / LANES * LANES;
-        for gi in 0..height {
-            let w_tail = &w[(g + gi) * features..][whole..features];
-            for r in 0..rows {
-                let x_tail = &x[r * features..][whole..features];
-                dst[(g + gi) * rows + r] = finish(&partial[gi * rows + r], w_tail, x_tail);
-            }
-        }
-    }
-
-    /// AVX-512 tile height for a block of `r` input rows: `O * R` accumulators plus `R` inputs
-    /// and one weight register within the 32 registers.
-    const fn shape_avx512(r: usize) -> usize {
-        match r {
-            1..=3 => 8,
-            4 => 6,
-            5 | 6 => 4,
-            _ => 3,
-        }
-    }
-
-    /// AVX2 tile height: each accumulator takes two of the 16 registers.
-    const fn shape_avx2(r: usize) -> usize {
-        match r {
-            1 => 4,
-            2 => 3,
-            3 => 2,
-            _ => 1,
-        }
-    }
-
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    pub(super) unsafe fn dot_rows_avx512(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-        sweep!(tile_avx512, shape_avx512, 8, w, x, features, dst)
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    pub(super) unsafe fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-        sweep!(tile_avx2, shape_avx2, 6, w, x, features, dst)
-    }
-
-    /// One 16-lane load per step into one accumulator: the plainest stream of reads, which
-    /// measured a few percent faster than unrolled multi-accumulator loops.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn read_sum_avx512(data: &[f32]) -> f32 {
-        let whole = data.len() / LANES * LANES;
-        // SAFETY: every load reads `LANES` floats below `whole`.
-        unsafe {
-            let mut acc = _mm512_setzero_ps();
-            let mut i = 0;
-            while i < whole {
-                acc = _mm512_add_ps(acc, _mm512_loadu_ps(data.as_ptr().add(i)));
-                i += LANES;
-            }
-            _mm512_reduce_add_ps(acc) + data[whole..].iter().sum::<f32>()
-        }
-    }
-
-    /// [`read_sum_avx512`] in two 8-lane halves.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn read_sum_avx2(data: &[f32]) -> f32 {
-        let whole = data.len() / LANES * LANES;
-        // SAFETY: every load reads 8 floats below `whole`.
-        unsafe {
-            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut i = 0;
-            while i < whole {
-                lo = _mm256_add_ps(lo, _mm256_loadu_ps(data.as_ptr().add(i)));
-                hi = _mm256_add_ps(hi, _mm256_loadu_ps(data.as_ptr().add(i + 8)));
-                i += LANES;
-            }
-            let mut lanes = [0f32; LANES];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), lo);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi);
-            lanes.iter().sum::<f32>() + data[whole..].iter().sum::<f32>()
-        }
-    }
-
-    /// Where tile accumulator (oi, ri) is parked.
-    #[inline(always)]
-    fn slot(t: &Tile, oi: usize, ri: usize) -> usize {
-        (t.gi + oi) * t.rows + t.r + ri
-    }
-
-    /// One 16-lane register per (weight row, input row), over features `steps`.
-    #[target_feature(enable = "avx512f")]
-    fn tile_avx512<const O: usize, const R: usize>(t: Tile, partial: &mut Partial) {
-        let f = t.features;
-        assert!(slot(&t, O - 1, R - 1) < partial.len() && t.steps.1 * LANES <= f);
-        // SAFETY: loads read `LANES` floats below `steps.1 * LANES <= f` of rows inside `w`
-        // and `x` (the sweep keeps `o + O` and `r + R` in range); parking slots are checked.
-        unsafe {
-            let w = t.w.as_ptr().add(t.o * f);
-            let x = t.x.as_ptr().add(t.r * f);
-            let mut acc = [[_mm512_setzero_ps(); R]; O];
-            if !t.first {
-                for (oi, row) in acc.iter_mut().enumerate() {
-                    for (ri, lane) in row.iter_mut().enumerate() {
-                        *lane = _mm512_loadu_ps(partial[slot(&t, oi, ri)].as_ptr());
-                    }
-                }
-            }
-            for step in t.steps.0..t.steps.1 {
-                let i = step * LANES;
-                let xs: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(x.add(r * f + i)));
-                for (oi, row) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_loadu_ps(w.add(oi * f + i));
-                    for (lane, xv) in row.iter_mut().zip(&xs) {
-                        *lane = _mm512_fmadd_ps(wv, *xv, *lane);
-                    }
-                }
-            }
-            for (oi, row) in acc.iter().enumerate() {
-                for (ri, lane) in row.iter().enumerate() {
-                    _mm512_storeu_ps(partial[slot(&t, oi, ri)].as_mut_ptr(), *lane);
-                }
-            }
-        }
-    }
-
-    /// The same as [`tile_avx512`] with each 16-lane accumulator held as two 8-lane halves.
-    #[target_feature(enable = "avx2,fma")]
-    fn tile_avx2<const O: usize, const R: usize>(t: Tile, partial: &mut Partial) {
-        let f = t.features;
-        assert!(slot(&t, O - 1, R - 1) < partial.len() && t.steps.1 * LANES <= f);
-        // SAFETY: as in `tile_avx512`.
-        unsafe {
-            let w = t.w.as_ptr().add(t.o * f);
-            let x = t.x.as_ptr().add(t.r * f);
-            let mut acc = [[[_mm256_setzero_ps(); 2]; R]; O];
-            if !t.first {
-                for (oi, row) in acc.iter_mut().enumerate() {
-                    for (ri, lane) in row.iter_mut().enumerate() {
-                        let parked = partial[slot(&t, oi, ri)].as_ptr();
-                        *lane = [_mm256_loadu_ps(parked), _mm256_loadu_ps(parked.add(8))];
-                    }
-                }
-            }
-            for step in t.steps.0..t.steps.1 {
-                for half in 0..2 {
-                    let at = step * LANES + 8 * half;
-                    let xs: [__m256; R] =
-                        std::array::from_fn(|r| _mm256_loadu_ps(x.add(r * f + at)));
-                    for (oi, row) in acc.iter_mut().enumerate() {
-                        let wv = _mm256_loadu_ps(w.add(oi * f + at));
-                        for (lane, xv) in row.iter_mut().zip(&xs) {
-                            lane[half] = _mm256_fmadd_ps(wv, *xv, lane[half]);
-                        }
-                    }
-                }
-            }
-            for (oi, row) in acc.iter().enumerate() {
-                for (ri, lane) in row.iter().enumerate() {
-                    let parked = partial[slot(&t, oi, ri)].as_mut_ptr();
-                    _mm256_storeu_ps(parked, lane[0]);
-                    _mm256_storeu_ps(parked.add(8), lane[1]);
-                }
-            }
-        }
-    }
-}
-
-/// Runs `f` with a per-thread buffer of at least `len` parked accumulators, reused across calls
-/// (a forward pass makes hundreds of products).
+/// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
+/// accumulators, reused across calls (a forward pass makes hundreds of products).
 #[cfg(target_arch = "x86_64")]
-fn with_partial<T>(len: usize, f: impl FnOnce(&mut [[f32; LANES]]) -> T) -> T {
+fn with_park<T>(slots: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
     thread_local! {
-        static PARTIAL: std::cell::RefCell<Vec<[f32; LANES]>> = const { std::cell::RefCell::new(Vec::new()) };
+        static PARK: std::cell::RefCell<AlignedF32> = std::cell::RefCell::default();
     }
-    PARTIAL.with(|cell| {
+    PARK.with(|cell| {
         let mut buffer = cell.borrow_mut();
-        if buffer.len() < len {
-            buffer.resize(len, [0.0; LANES]);
+        if buffer.as_slice().len() < slots * LANES {
+            *buffer = AlignedF32::zeros(slots * LANES);
         }
-        f(&mut buffer[..len])
+        f(&mut buffer.as_mut_slice()[..slots * LANES])
     })
 }
 
@@ -575,8 +286,8 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_same_bits_for_every_shape() {
-        for features in [1, 15, 16, 17, 48, 200, 256] {
-            for outputs in [1, 7, 8, 9, 17] {
+        for features in [1, 15, 16, 17, 48, 200, 256, 528] {
+            for outputs in [1, 7, 8, 9, 17, 24, 25, 50] {
                 for rows in [1, 2, 3, 4, 5, 8, 9, 17, 33] {
                     let w = pseudo_random(outputs * features, 3);
                     let x = pseudo_random(rows * features, 5);
@@ -598,24 +309,21 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_bits_alone_or_in_a_block_on_every_path() {
-        let (features, outputs) = (200, 19);
-        let w = pseudo_random(outputs * features, 7);
-        let x = pseudo_random(33 * features, 9);
-        for isa in Isa::supported() {
-            for rows in 1..=33 {
-                let mut block = vec![0f32; outputs * rows];
-                dot_rows_with(isa, &w, &x[..rows * features], features, &mut block);
-                for r in 0..rows {
-                    let mut alone = vec![0f32; outputs];
-                    dot_rows_with(
-                        isa,
-                        &w,
-                        &x[r * features..][..features],
-                        features,
-                        &mut alone,
-                    );
-                    let together: Vec<f32> = (0..outputs).map(|o| block[o * rows + r]).collect();
-                    assert_eq!(alone, together, "{isa:?}: row {r} of {rows}");
+        for (features, outputs) in [(200, 19), (512, 53)] {
+            let w = pseudo_random(outputs * features, 7);
+            let x = pseudo_random(33 * features, 9);
+            for isa in Isa::supported() {
+                for rows in 1..=33 {
+                    let mut block = vec![0f32; outputs * rows];
+                    dot_rows_with(isa, &w, &x[..rows * features], features, &mut block);
+                    for r in 0..rows {
+                        let mut alone = vec![0f32; outputs];
+                        let row = &x[r * features..][..features];
+                        dot_rows_with(isa, &w, row, features, &mut alone);
+                        let together: Vec<f32> =
+                            (0..outputs).map(|o| block[o * rows + r]).collect();
+                        assert_eq!(alone, together, "{isa:?}: row {r} of {rows}");
+                    }
                 }
             }
         }

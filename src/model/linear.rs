@@ -4,57 +4,73 @@
 //! same weights, and its rounding depends on the row count. Each output here is one dot product
 //! in a fixed order, so a token's numbers are the same in an AR step and in a verification block.
 
+use super::aligned::AlignedF32;
 use super::error::Result;
 use super::kernels::{cpu_f32, dot_rows, parallel_chunks, ROW_GROUP};
 use candle_core::{DType, Device, Tensor};
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in checkpoints.
 pub struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+enum Weight {
+    /// For candle's matmul (other devices and dtypes).
+    Tensor(Tensor),
+    /// For the CPU kernels: the same `[out, in]` matrix, copied to start on a cache line (the
+    /// tensor is dropped).
+    CpuF32 { data: AlignedF32, outputs: usize },
 }
 
 /// Output features per parallel task: one group of the kernels' tiles.
 const ROWS_PER_TASK: usize = ROW_GROUP;
 
 impl Linear {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = if matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32 {
+            let (outputs, features) = weight.dims2()?;
+            let weight = weight.contiguous()?;
+            let (storage, layout) = weight.storage_and_layout();
+            let rows = &cpu_f32(&storage)?[layout.start_offset()..][..outputs * features];
+            Weight::CpuF32 {
+                data: AlignedF32::from_slice(rows),
+                outputs,
+            }
+        } else {
+            Weight::Tensor(weight)
+        };
+        Ok(Self { weight, bias })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, rows, features) = x.dims3()?;
         let x2 = x.reshape((batch * rows, features))?;
-        let kernel_applies = matches!(x.device(), Device::Cpu)
-            && x.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32;
-        let y = if kernel_applies {
-            self.on_cpu(&x2)?
-        } else {
-            let y = x2.matmul(&self.weight.t()?)?;
-            match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
+        let y = match &self.weight {
+            Weight::CpuF32 { data, outputs } => self.on_cpu(&x2, data.as_slice(), *outputs)?,
+            Weight::Tensor(weight) => {
+                let y = x2.matmul(&weight.t()?)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
             }
         };
         Ok(y.reshape((batch, rows, ()))?)
     }
 
-    fn on_cpu(&self, x: &Tensor) -> Result<Tensor> {
+    fn on_cpu(&self, x: &Tensor, weight: &[f32], outputs: usize) -> Result<Tensor> {
         let (rows, features) = x.dims2()?;
-        let outputs = self.weight.dim(0)?;
-        let inputs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let inputs = AlignedF32::from_slice(&x.flatten_all()?.to_vec1::<f32>()?);
+        let inputs = inputs.as_slice();
         let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.to_vec1()).transpose()?;
-        let (storage, layout) = self.weight.storage_and_layout();
-        let weight =
-            &cpu_f32(&storage)?[layout.start_offset()..layout.start_offset() + outputs * features];
         // Output laid out feature-major ([out, rows]) so each task writes one contiguous block.
         let mut out_major = vec![0f32; outputs * rows];
         let task = |groups: std::ops::Range<usize>, dst: &mut [f32]| {
             let first = groups.start * ROWS_PER_TASK;
             let outs = first..first + dst.len() / rows;
             let w = &weight[outs.start * features..outs.end * features];
-            dot_rows(w, &inputs, features, dst);
+            dot_rows(w, inputs, features, dst);
             if let Some(bias) = &bias {
                 for (out, b) in dst.chunks_mut(rows).zip(&bias[outs]) {
                     out.iter_mut().for_each(|v| *v += b);
@@ -67,7 +83,6 @@ impl Linear {
             outputs * features * rows,
             task,
         );
-        drop(storage);
         Ok(Tensor::from_vec(out_major, (outputs, rows), x.device())?
             .t()?
             .contiguous()?)
@@ -93,7 +108,7 @@ mod tests {
         for (out, inp) in [(7, 5), (70, 33), (300, 1030)] {
             let w = Tensor::randn(0f32, 1.0, (out, inp), &d).unwrap();
             let b = Tensor::randn(0f32, 1.0, out, &d).unwrap();
-            let linear = Linear::new(w.clone(), Some(b.clone()));
+            let linear = Linear::new(w.clone(), Some(b.clone())).unwrap();
             for rows in [1, 2, 5, 33, 64, 65] {
                 let x = Tensor::randn(0f32, 1.0, (1, rows, inp), &d).unwrap();
                 let ours: Vec<Vec<f32>> = linear
@@ -123,7 +138,7 @@ mod tests {
     fn a_row_gets_the_same_bits_alone_or_in_a_block() {
         let d = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (96, 200), &d).unwrap();
-        let linear = Linear::new(w, None);
+        let linear = Linear::new(w, None).unwrap();
         let block = Tensor::randn(0f32, 1.0, (1, 9, 200), &d).unwrap();
         let together: Vec<Vec<f32>> = linear
             .forward(&block)

@@ -1,5 +1,6 @@
 //! The model stage: locating checkpoints, loading GPT-NeoX weights, running blocks of tokens.
 
+mod aligned;
 mod attention;
 pub mod cache;
 pub mod config;

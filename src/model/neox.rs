@@ -82,10 +82,10 @@ impl GptNeox {
             ))
         };
         let linear = |prefix: &str, out: usize, inp: usize| -> Result<Linear> {
-            Ok(Linear::new(
+            Linear::new(
                 get(&format!("{prefix}.weight"), &[out, inp])?,
                 Some(get(&format!("{prefix}.bias"), &[out])?),
-            ))
+            )
         };
         let layers = (0..config.num_hidden_layers)
             .map(|n| {
@@ -108,7 +108,7 @@ impl GptNeox {
         let embed_bytes = tensor_bytes(&embed_table);
         let embed_in = Embedding::new(embed_table, h);
         let final_norm = norm("gpt_neox.final_layer_norm")?;
-        let head = Linear::new(get(head_name, &[v, h])?, None);
+        let head = Linear::new(get(head_name, &[v, h])?, None)?;
         let rotary = Rotary::new(&config, dtype, device)?;
         let streamed_bytes = loaded_bytes.get() - embed_bytes;
         let weight_bytes =
