@@ -201,6 +201,37 @@ pub fn read_sum(data: &[f32]) -> f32 {
         .sum()
 }
 
+/// f32 multiply-adds per second that this CPU's compute threads sustain together from
+/// registers alone, on the detected path, over `iterations` rounds of independent chains per
+/// thread: the compute ceiling, which bounds a pass of many rows as the read ceiling bounds a
+/// pass of few (`make bench`).
+pub fn fma_rate(iterations: usize) -> f64 {
+    let team = super::team::team();
+    let (per_round, run): (usize, fn(usize) -> f32) = match Isa::detected() {
+        // SAFETY (both): the detected path is one this CPU runs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (16 * 16, |n| unsafe { x86::fma_chains_avx512(n) }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (12 * 8, |n| unsafe { x86::fma_chains_avx2(n) }),
+        _ => (LANES, portable_fma_chains),
+    };
+    let start = std::time::Instant::now();
+    team.run(&|_| {
+        std::hint::black_box(run(std::hint::black_box(iterations)));
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    (team.threads() * iterations * per_round) as f64 / seconds
+}
+
+fn portable_fma_chains(iterations: usize) -> f32 {
+    let (a, b) = std::hint::black_box((0.999_9f32, 1e-4f32));
+    let mut acc: [f32; LANES] = std::array::from_fn(|k| k as f32);
+    for _ in 0..iterations {
+        acc.iter_mut().for_each(|c| *c = c.mul_add(a, b));
+    }
+    acc.iter().sum()
+}
+
 fn read_sum_one_thread(data: &[f32]) -> f32 {
     match Isa::detected() {
         // SAFETY: the detected path is one this CPU runs.

@@ -419,6 +419,45 @@ pub(super) fn read_sum_avx512(data: &[f32]) -> f32 {
     }
 }
 
+/// Multiply-adds from registers only, 16 independent chains of 16 lanes (more than the FMA
+/// units' latency times their count on any AVX-512 CPU): the compute ceiling. Returns a value
+/// that depends on every chain, so that none is optimised away.
+#[target_feature(enable = "avx512f")]
+pub(super) fn fma_chains_avx512(iterations: usize) -> f32 {
+    // Opaque factors and distinct starts, so that the compiler can neither fold the chains
+    // nor merge them.
+    let (a, b) = std::hint::black_box((_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4)));
+    let mut acc: [__m512; 16] = std::array::from_fn(|k| _mm512_set1_ps(k as f32));
+    for _ in 0..iterations {
+        for chain in acc.iter_mut() {
+            *chain = _mm512_fmadd_ps(*chain, a, b);
+        }
+    }
+    let total = acc
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, c| _mm512_add_ps(s, *c));
+    _mm512_reduce_add_ps(total)
+}
+
+/// [`fma_chains_avx512`] with 12 chains of 8 lanes (16 registers in all with the constants).
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn fma_chains_avx2(iterations: usize) -> f32 {
+    let (a, b) = std::hint::black_box((_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-4)));
+    let mut acc: [__m256; 12] = std::array::from_fn(|k| _mm256_set1_ps(k as f32));
+    for _ in 0..iterations {
+        for chain in acc.iter_mut() {
+            *chain = _mm256_fmadd_ps(*chain, a, b);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    let total = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, c| _mm256_add_ps(s, *c));
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), total) };
+    lanes.iter().sum()
+}
+
 /// [`read_sum_avx512`] in two 8-lane halves.
 #[target_feature(enable = "avx2")]
 pub(super) fn read_sum_avx2(data: &[f32]) -> f32 {
