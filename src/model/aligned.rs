@@ -22,10 +22,20 @@ impl AlignedF32 {
         }
     }
 
+    /// One pass over `data` (a `vec!` of a non-primitive element clones it one by one).
     pub(crate) fn from_slice(data: &[f32]) -> Self {
-        let mut buffer = Self::zeros(data.len());
-        buffer.as_mut_slice().copy_from_slice(data);
-        buffer
+        let lines = data
+            .chunks(16)
+            .map(|chunk| {
+                let mut line = Line([0.0; 16]);
+                line.0[..chunk.len()].copy_from_slice(chunk);
+                line
+            })
+            .collect();
+        Self {
+            lines,
+            len: data.len(),
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[f32] {

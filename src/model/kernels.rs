@@ -37,6 +37,52 @@ pub(crate) fn parallel_chunks(
     });
 }
 
+/// [`parallel_chunks`] for a product whose result is row-major, `dst` `[rows, outputs]`,
+/// while the kernels write feature-major: each task fills a per-thread scratch with its items'
+/// outputs (`[item outputs, rows]`, as in `parallel_chunks`) and lays it into `dst`'s rows
+/// while it is still in cache. This replaces a transposing copy of the whole result on one
+/// thread, which for the output head of a 33-row block cost about as much as a layer.
+pub(crate) fn parallel_row_major(
+    dst: &mut [f32],
+    rows: usize,
+    per_item: usize,
+    work: usize,
+    task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    if rows == 1 {
+        return parallel_chunks(dst, per_item, work, task);
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
+    }
+    let outputs = dst.len() / rows;
+    let items = outputs.div_ceil(per_item);
+    let base = SharedSlice(dst.as_mut_ptr(), dst.len());
+    let run = |range: std::ops::Range<usize>| {
+        let first = range.start * per_item;
+        let width = (range.end * per_item).min(outputs) - first;
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            scratch.resize(width * rows, 0.0);
+            task(range, &mut scratch);
+            for r in 0..rows {
+                // SAFETY: tasks get disjoint item ranges, so their columns of each row never
+                // overlap, and every task is done before `dst` is used again.
+                let row = unsafe { base.chunk(r * outputs + first, width) };
+                for (value, column) in row.iter_mut().zip(scratch.chunks_exact(rows)) {
+                    *value = column[r];
+                }
+            }
+        })
+    };
+    let team = super::team::team();
+    if work < PARALLEL_MIN_WORK || team.threads() == 1 || items < 2 {
+        run(0..items);
+    } else {
+        team.for_chunks(items, run);
+    }
+}
+
 /// Below this many multiply-adds a second thread costs more than it saves.
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
@@ -280,8 +326,11 @@ fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
     }
 }
 
+mod gelu;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub(crate) use gelu::gelu_erf_in_place;
 
 /// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
 /// accumulators, reused across calls (a forward pass makes hundreds of products).
@@ -358,6 +407,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_compute_ceiling_counts_multiply_adds_that_ran() {
+        // A folded or merged chain shows as an impossible rate (no core does 10^12 a second).
+        let rate = fma_rate(200_000);
+        let per_thread = rate / super::super::team::team().threads() as f64;
+        assert!(
+            per_thread.is_finite() && per_thread > 1e6 && per_thread < 1e12,
+            "{per_thread} multiply-adds/s per thread"
+        );
     }
 
     #[test]

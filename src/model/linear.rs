@@ -5,22 +5,30 @@
 //! in a fixed order, so a token's numbers are the same in an AR step and in a verification block.
 
 use super::aligned::AlignedF32;
+use super::config::Activation;
 use super::error::Result;
-use super::kernels::{cpu_f32, dot_rows, parallel_chunks, ROW_GROUP};
+use super::kernels::{cpu_f32, dot_rows, gelu_erf_in_place, parallel_row_major, ROW_GROUP};
+use candle_core::op::{Gelu, Relu, Silu, UnaryOpT};
 use candle_core::{DType, Device, Tensor};
 
 /// `y = x Wᵀ + b` with `W` stored `[out, in]` as in checkpoints.
 pub struct Linear {
     weight: Weight,
-    bias: Option<Tensor>,
 }
 
 enum Weight {
     /// For candle's matmul (other devices and dtypes).
-    Tensor(Tensor),
+    Tensor {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
     /// For the CPU kernels: the same `[out, in]` matrix, copied to start on a cache line (the
     /// tensor is dropped).
-    CpuF32 { data: AlignedF32, outputs: usize },
+    CpuF32 {
+        data: AlignedF32,
+        outputs: usize,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 /// Output features per parallel task: one group of the kernels' tiles.
@@ -36,57 +44,116 @@ impl Linear {
             Weight::CpuF32 {
                 data: AlignedF32::from_slice(rows),
                 outputs,
+                bias: bias.map(|b| b.to_vec1()).transpose()?,
             }
         } else {
-            Weight::Tensor(weight)
+            Weight::Tensor { weight, bias }
         };
-        Ok(Self { weight, bias })
+        Ok(Self { weight })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, None)
+    }
+
+    /// `activation(x Wᵀ + b)`. On the CPU kernels the activation runs inside the product's
+    /// parallel tasks, on values still in cache, with candle's own scalar function (so the
+    /// same bits as candle's op).
+    pub fn forward_then(&self, x: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
         let (batch, rows, features) = x.dims3()?;
         let x2 = x.reshape((batch * rows, features))?;
         let y = match &self.weight {
-            Weight::CpuF32 { data, outputs } => self.on_cpu(&x2, data.as_slice(), *outputs)?,
-            Weight::Tensor(weight) => {
+            Weight::CpuF32 {
+                data,
+                outputs,
+                bias,
+            } => {
+                let out = Product {
+                    weight: data.as_slice(),
+                    outputs: *outputs,
+                    bias: bias.as_deref(),
+                    activation,
+                };
+                out.run(&x2)?
+            }
+            Weight::Tensor { weight, bias } => {
                 let y = x2.matmul(&weight.t()?)?;
-                match &self.bias {
+                let y = match bias {
                     Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                };
+                match activation {
+                    Some(activation) => tensor_activation(&y, activation)?,
                     None => y,
                 }
             }
         };
         Ok(y.reshape((batch, rows, ()))?)
     }
+}
 
-    fn on_cpu(&self, x: &Tensor, weight: &[f32], outputs: usize) -> Result<Tensor> {
+/// One product on the CPU kernels.
+struct Product<'a> {
+    weight: &'a [f32],
+    outputs: usize,
+    bias: Option<&'a [f32]>,
+    activation: Option<Activation>,
+}
+
+impl Product<'_> {
+    fn run(&self, x: &Tensor) -> Result<Tensor> {
         let (rows, features) = x.dims2()?;
-        let inputs = AlignedF32::from_slice(&x.flatten_all()?.to_vec1::<f32>()?);
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let inputs =
+            AlignedF32::from_slice(&cpu_f32(&storage)?[layout.start_offset()..][..rows * features]);
+        drop(storage);
         let inputs = inputs.as_slice();
-        let bias: Option<Vec<f32>> = self.bias.as_ref().map(|b| b.to_vec1()).transpose()?;
-        // Output laid out feature-major ([out, rows]) so each task writes one contiguous block.
-        let mut out_major = vec![0f32; outputs * rows];
+        let mut out = vec![0f32; rows * self.outputs];
+        // Each task gets its outputs feature-major: `[outputs of its groups, rows]`.
         let task = |groups: std::ops::Range<usize>, dst: &mut [f32]| {
             let first = groups.start * ROWS_PER_TASK;
             let outs = first..first + dst.len() / rows;
-            let w = &weight[outs.start * features..outs.end * features];
+            let w = &self.weight[outs.start * features..outs.end * features];
             dot_rows(w, inputs, features, dst);
-            if let Some(bias) = &bias {
-                for (out, b) in dst.chunks_mut(rows).zip(&bias[outs]) {
-                    out.iter_mut().for_each(|v| *v += b);
-                }
-            }
+            self.finish(outs, rows, dst);
         };
-        parallel_chunks(
-            &mut out_major,
-            ROWS_PER_TASK * rows,
-            outputs * features * rows,
-            task,
-        );
-        Ok(Tensor::from_vec(out_major, (outputs, rows), x.device())?
-            .t()?
-            .contiguous()?)
+        let work = self.outputs * features * rows;
+        parallel_row_major(&mut out, rows, ROWS_PER_TASK, work, task);
+        Ok(Tensor::from_vec(out, (rows, self.outputs), x.device())?)
     }
+
+    /// Bias, then activation, on a task's feature-major outputs.
+    fn finish(&self, outs: std::ops::Range<usize>, rows: usize, dst: &mut [f32]) {
+        if let Some(bias) = self.bias {
+            for (out, b) in dst.chunks_mut(rows).zip(&bias[outs]) {
+                out.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        if let Some(activation) = self.activation {
+            apply_activation(activation, dst);
+        }
+    }
+}
+
+/// The exact GELU (Pythia's) on its vectorised kernel, the rest with candle's own functions.
+fn apply_activation(activation: Activation, values: &mut [f32]) {
+    let scalar: fn(f32) -> f32 = match activation {
+        Activation::GeluErf => return gelu_erf_in_place(values),
+        Activation::GeluTanh => Gelu::f32,
+        Activation::Relu => Relu::f32,
+        Activation::Silu => Silu::f32,
+    };
+    values.iter_mut().for_each(|v| *v = scalar(*v));
+}
+
+fn tensor_activation(y: &Tensor, activation: Activation) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::GeluErf => y.gelu_erf()?,
+        Activation::GeluTanh => y.gelu()?,
+        Activation::Relu => y.relu()?,
+        Activation::Silu => candle_nn::ops::silu(y)?,
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +223,45 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             assert_eq!(&alone, expected, "row {r}");
+        }
+    }
+
+    #[test]
+    fn activations_match_candle_and_keep_a_row_the_same_in_any_block() {
+        let d = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (600, 64), &d).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 600, &d).unwrap();
+        let linear = Linear::new(w.clone(), Some(b.clone())).unwrap();
+        let block = Tensor::randn(0f32, 1.0, (1, 17, 64), &d).unwrap();
+        let plain = Tensor::new(reference(&block.squeeze(0).unwrap(), &w, &b), &d).unwrap();
+        for activation in [
+            Activation::GeluErf,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Silu,
+        ] {
+            let ours = linear.forward_then(&block, Some(activation)).unwrap();
+            let theirs = tensor_activation(&plain, activation).unwrap();
+            let diff = (ours.squeeze(0).unwrap() - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-3, "{activation:?} differs from candle by {diff}");
+            for r in [0, 8, 16] {
+                let alone = linear
+                    .forward_then(&block.narrow(1, r, 1).unwrap(), Some(activation))
+                    .unwrap();
+                let together = ours.narrow(1, r, 1).unwrap();
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                    v.into_iter().map(f32::to_bits).collect()
+                };
+                assert_eq!(bits(&alone), bits(&together), "{activation:?}, row {r}");
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use super::linear::Linear;
 
 use super::attention;
 use super::cache::{BlockLayout, KvCache};
-use super::config::{Activation, NeoxConfig};
+use super::config::NeoxConfig;
 use super::error::{ModelError, Result};
 use super::weights::WeightFiles;
 
@@ -274,13 +274,7 @@ impl Layer {
     }
 
     fn mlp(&self, x: &Tensor, config: &NeoxConfig) -> Result<Tensor> {
-        let h = self.mlp_in.forward(x)?;
-        let h = match config.activation() {
-            Activation::GeluErf => h.gelu_erf()?,
-            Activation::GeluTanh => h.gelu()?,
-            Activation::Relu => h.relu()?,
-            Activation::Silu => candle_nn::ops::silu(&h)?,
-        };
+        let h = self.mlp_in.forward_then(x, Some(config.activation()))?;
         self.mlp_out.forward(&h)
     }
 }
