@@ -21,20 +21,26 @@ pub(crate) fn parallel_chunks(
     task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
 ) {
     let items = dst.len().div_ceil(per_item);
-    let team = super::team::team();
-    if work < PARALLEL_MIN_WORK || team.threads() == 1 || items < 2 {
-        task(0..items, dst);
-        return;
-    }
     let base = SharedSlice(dst.as_mut_ptr(), dst.len());
-    team.for_chunks(items, |range| {
+    for_item_ranges(items, work, |range| {
         let start = range.start * per_item;
         let len = (range.end * per_item).min(base.1) - start;
-        // SAFETY: the team hands out disjoint item ranges, so the chunks never overlap, and
-        // `for_chunks` returns only when every range is done.
+        // SAFETY: the ranges are disjoint, so the chunks never overlap, and
+        // `for_item_ranges` returns only when every range is done.
         let chunk = unsafe { base.chunk(start, len) };
         task(range, chunk)
     });
+}
+
+/// Runs `run` over disjoint ranges covering `0..items`: on the compute team when the work
+/// (multiply-adds) is worth a second thread, else as one range on this thread.
+fn for_item_ranges(items: usize, work: usize, run: impl Fn(std::ops::Range<usize>) + Sync) {
+    let team = super::team::team();
+    if work < PARALLEL_MIN_WORK || team.threads() == 1 || items < 2 {
+        run(0..items);
+    } else {
+        team.for_chunks(items, run);
+    }
 }
 
 /// [`parallel_chunks`] for a product whose result is row-major, `dst` `[rows, outputs]`,
@@ -75,12 +81,7 @@ pub(crate) fn parallel_row_major(
             }
         })
     };
-    let team = super::team::team();
-    if work < PARALLEL_MIN_WORK || team.threads() == 1 || items < 2 {
-        run(0..items);
-    } else {
-        team.for_chunks(items, run);
-    }
+    for_item_ranges(items, work, run);
 }
 
 /// Below this many multiply-adds a second thread costs more than it saves.
