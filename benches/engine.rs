@@ -163,6 +163,7 @@ fn ones(bytes: usize, huge: bool) -> Vec<f32> {
 /// pairs with passes.
 fn read_ceiling() -> (f64, Vec<f32>) {
     let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 4 << 30);
+    // One buffer at a time (each up to 4 GiB): the plain one is made again if it wins.
     let plain_buffer = ones(bytes, false);
     let plain = read_rate(&plain_buffer, 5);
     drop(plain_buffer);
@@ -196,9 +197,10 @@ fn binary_tree_parents(n: usize) -> Vec<i32> {
 }
 
 /// One block size's pass cost, from repeats that each time a read of the ceiling's buffer
-/// (for models larger than the caches), the block's pass and a 1-row pass back to back: a shared machine's memory bandwidth drifts
-/// (the read ceiling here moved between 31 and 52 GB/s within minutes), so ratios are taken
-/// within a repeat, under the same conditions, and their medians reported.
+/// (for models larger than the caches), the block's pass and a 1-row pass back to back: a
+/// shared machine's memory bandwidth drifts (the read ceiling of one CI-like VM moved between
+/// 31 and 56 GB/s within minutes), so ratios are taken within a repeat, under the same
+/// conditions, and their medians reported.
 struct PassCost {
     /// Median µs of the block's pass.
     micros: f64,
@@ -447,11 +449,12 @@ impl Ceilings {
 }
 
 /// The compute ceiling: the best of 3 runs of independent multiply-add chains from registers
-/// on every compute thread, each about 0.2 s.
+/// on every compute thread, each about 0.2 s (sized by timing a probe, whatever the path).
 fn compute_ceiling() -> f64 {
     let probe = 1 << 20;
-    let rate = dynatree::model::fma_rate(probe);
-    let iterations = (rate * 0.2 / 256.0 / dynatree::model::compute_threads() as f64) as usize;
+    let start = std::time::Instant::now();
+    dynatree::model::fma_rate(probe);
+    let iterations = (probe as f64 * 0.2 / start.elapsed().as_secs_f64()) as usize;
     (0..3)
         .map(|_| dynatree::model::fma_rate(iterations.max(probe)))
         .fold(0.0, f64::max)
