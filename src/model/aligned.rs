@@ -22,20 +22,22 @@ impl AlignedF32 {
         }
     }
 
-    /// One pass over `data` (a `vec!` of a non-primitive element clones it one by one).
+    /// A copy of `data` that starts on a cache line.
     pub(crate) fn from_slice(data: &[f32]) -> Self {
-        let lines = data
-            .chunks(16)
-            .map(|chunk| {
-                let mut line = Line([0.0; 16]);
-                line.0[..chunk.len()].copy_from_slice(chunk);
-                line
-            })
-            .collect();
-        Self {
-            lines,
-            len: data.len(),
+        let mut buffer = Self::default();
+        buffer.assign(data);
+        buffer
+    }
+
+    /// Makes this buffer a copy of `data`, reusing its memory when it is large enough: a
+    /// product's inputs go through one such buffer per thread, pass after pass.
+    pub(crate) fn assign(&mut self, data: &[f32]) {
+        let lines = data.len().div_ceil(16);
+        if self.lines.len() < lines {
+            self.lines = vec![Line::default(); lines];
         }
+        self.len = data.len();
+        self.as_mut_slice().copy_from_slice(data);
     }
 
     pub(crate) fn as_slice(&self) -> &[f32] {
@@ -60,6 +62,9 @@ mod tests {
             let buffer = AlignedF32::from_slice(&data);
             assert_eq!(buffer.as_slice().as_ptr() as usize % 64, 0);
             assert_eq!(buffer.as_slice(), &data[..]);
+            let mut reused = AlignedF32::from_slice(&[7.0; 40]);
+            reused.assign(&data);
+            assert_eq!(reused.as_slice(), &data[..]);
         }
     }
 }
