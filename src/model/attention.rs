@@ -7,17 +7,16 @@ use super::error::Result;
 use super::kernels::{cpu_f32, parallel_chunks, scaled_dots};
 use candle_core::Tensor;
 
-/// `queries` `[1, heads, t, d]` (contiguous), `keys`/`values` `[1, heads, total, d]` views of
-/// the cache, `mask` `[t, total]` of 0 / -inf or `None` for all visible. Returns `[1, t, heads * d]`.
+/// `q` `[heads, t, d]`, `keys`/`values` `[1, heads, total, d]` views of the cache, `mask`
+/// `[t, total]` of 0 / -inf or `None` for all visible. Returns `[1, t, heads * d]`.
 pub(crate) fn attend(
-    queries: &Tensor,
+    q: &[f32],
     keys: &Tensor,
     values: &Tensor,
     mask: Option<&[f32]>,
 ) -> Result<Tensor> {
-    let (_, heads, t, d) = queries.dims4()?;
-    let total = keys.dim(2)?;
-    let q: Vec<f32> = queries.flatten_all()?.to_vec1()?;
+    let (_, heads, total, d) = keys.dims4()?;
+    let t = q.len() / (heads * d);
     let (k_storage, k_layout) = keys.storage_and_layout();
     let (v_storage, v_layout) = values.storage_and_layout();
     let cache = CacheView {
@@ -40,7 +39,7 @@ pub(crate) fn attend(
     };
     parallel_chunks(&mut out, d, 2 * t * heads * total * d, task);
     drop((k_storage, v_storage));
-    Ok(Tensor::from_vec(out, (1, t, heads * d), queries.device())?)
+    Ok(Tensor::from_vec(out, (1, t, heads * d), keys.device())?)
 }
 
 /// Offsets of a `[1, heads, slots, d]` view into its storage.

@@ -5,6 +5,7 @@ mod attention;
 pub mod cache;
 pub mod config;
 pub mod error;
+mod heads;
 pub mod hub;
 mod kernels;
 mod linear;

@@ -9,6 +9,8 @@ use super::attention;
 use super::cache::{BlockLayout, KvCache};
 use super::config::NeoxConfig;
 use super::error::{ModelError, Result};
+use super::heads::{split_rotate, HeadShape};
+use super::kernels::cpu_f32;
 use super::weights::WeightFiles;
 
 /// Pythia names its output head `embed_out`; checkpoints re-saved by newer transformers use `lm_head`.
@@ -50,8 +52,9 @@ struct BlockInputs<'a> {
     layout: &'a BlockLayout,
     cos: Tensor,
     sin: Tensor,
-    /// Attention runs the CPU f32 kernel, which reads `layout.mask` directly.
-    cpu_f32: bool,
+    /// On CPU in f32, the block's rotary tables as plain rows, `[t, rotary_dims / 2]` each,
+    /// for the fused split and the attention kernel, which reads `layout.mask` directly.
+    cpu_rotary: Option<(Vec<f32>, Vec<f32>)>,
     /// The mask as a tensor, for candle's attention ops.
     mask: Option<Tensor>,
 }
@@ -205,6 +208,10 @@ impl GptNeox {
     fn block_inputs<'a>(&self, layout: &'a BlockLayout) -> Result<BlockInputs<'a>> {
         let (cos, sin) = self.rotary.select(&layout.positions, &self.device)?;
         let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        let cpu_rotary = match cpu_f32 {
+            true => Some((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?)),
+            false => None,
+        };
         let mask = match &layout.mask {
             Some(m) if !cpu_f32 => Some(
                 Tensor::from_slice(m, (layout.positions.len(), layout.total), &self.device)?
@@ -216,7 +223,7 @@ impl GptNeox {
             layout,
             cos,
             sin,
-            cpu_f32,
+            cpu_rotary,
             mask,
         })
     }
@@ -251,25 +258,31 @@ impl Layer {
         cache: &mut KvCache,
         config: &NeoxConfig,
     ) -> Result<Tensor> {
-        let (_, t, hidden) = x.dims3()?;
-        let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
-        // transformers splits query_key_value per head: [.., heads, 3 * head_dim].
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((1, t, heads, 3 * head_dim))?
-            .transpose(1, 2)?;
-        let rotate = |x: Tensor| apply_rotary(&x, &inputs.cos, &inputs.sin, config.rotary_dims());
-        let q = rotate(qkv.narrow(3, 0, head_dim)?)?;
-        let k = rotate(qkv.narrow(3, head_dim, head_dim)?)?;
-        let v = qkv.narrow(3, 2 * head_dim, head_dim)?.contiguous()?;
+        let qkv = self.qkv.forward(x)?;
         let layout = inputs.layout;
-        let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
-        let merged = if inputs.cpu_f32 {
-            attention::attend(&q, &keys, &values, layout.mask.as_deref())?
-        } else {
-            generic_attention(&q, &keys, &values, inputs.mask.as_ref(), hidden)?
+        let Some((cos, sin)) = &inputs.cpu_rotary else {
+            let (q, k, v) = split_rotate_tensors(&qkv, inputs, config)?;
+            let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
+            let merged = generic_attention(&q, &keys, &values, inputs.mask.as_ref())?;
+            return self.attention_out.forward(&merged);
         };
+        let qkv = qkv.contiguous()?;
+        let (_, t, width) = qkv.dims3()?;
+        let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
+        let shape = HeadShape {
+            heads,
+            head_dim,
+            rotary_dims: config.rotary_dims(),
+        };
+        let split = {
+            let (storage, qkv_layout) = qkv.storage_and_layout();
+            let data = &cpu_f32(&storage)?[qkv_layout.start_offset()..][..t * width];
+            split_rotate(data, shape, cos, sin)
+        };
+        let per_head = |data: Vec<f32>| Tensor::from_vec(data, (1, heads, t, head_dim), x.device());
+        let (k, v) = (per_head(split.keys)?, per_head(split.values)?);
+        let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
+        let merged = attention::attend(&split.queries, &keys, &values, layout.mask.as_deref())?;
         self.attention_out.forward(&merged)
     }
 
@@ -279,15 +292,34 @@ impl Layer {
     }
 }
 
+/// The fused product `[1, t, hidden * 3]` split into per-head queries, keys and values
+/// `[1, heads, t, head_dim]` with rotary applied, in candle ops, for devices and dtypes the
+/// CPU split does not cover.
+fn split_rotate_tensors(
+    qkv: &Tensor,
+    inputs: &BlockInputs,
+    config: &NeoxConfig,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (_, t, _) = qkv.dims3()?;
+    let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
+    // transformers splits query_key_value per head: [.., heads, 3 * head_dim].
+    let qkv = qkv.reshape((1, t, heads, 3 * head_dim))?.transpose(1, 2)?;
+    let rotate = |x: Tensor| apply_rotary(&x, &inputs.cos, &inputs.sin, config.rotary_dims());
+    let q = rotate(qkv.narrow(3, 0, head_dim)?)?;
+    let k = rotate(qkv.narrow(3, head_dim, head_dim)?)?;
+    let v = qkv.narrow(3, 2 * head_dim, head_dim)?.contiguous()?;
+    Ok((q, k, v))
+}
+
 /// Attention with candle ops, for devices and dtypes the CPU kernel does not cover.
 fn generic_attention(
     q: &Tensor,
     keys: &Tensor,
     values: &Tensor,
     mask: Option<&Tensor>,
-    hidden: usize,
 ) -> Result<Tensor> {
-    let (_, _, t, head_dim) = q.dims4()?;
+    let (_, heads, t, head_dim) = q.dims4()?;
+    let hidden = heads * head_dim;
     let scores = (q.matmul(&keys.t()?)? * (1.0 / (head_dim as f64).sqrt()))?;
     let scores = match mask {
         Some(mask) => scores.broadcast_add(mask)?,
