@@ -151,8 +151,8 @@ macro_rules! sweep {
     }};
 }
 
-/// AVX-512 tile height for a block of `r` input rows: `O * R` accumulators, `R` inputs and a
-/// weight within the 32 registers (R = 7 and 8 spill one input, reloaded from L1).
+/// AVX-512 tile height for a block of `r` input rows: `O * R` accumulators, the smaller side's
+/// `min(O, R)` loads and one of the other side's within the 32 registers.
 const fn shape_avx512(r: usize) -> usize {
     match r {
         1..=3 => 8,
@@ -162,7 +162,7 @@ const fn shape_avx512(r: usize) -> usize {
     }
 }
 
-/// AVX2 tile height: each accumulator takes two of the 16 registers.
+/// AVX2 tile height: each accumulator takes two of the 16 registers (`2 * O * R + min(O, R) + 1`).
 const fn shape_avx2(r: usize) -> usize {
     match r {
         1 => 4,
@@ -204,15 +204,32 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
         }
         for step in 0..t.steps {
             let i = step * LANES;
-            let xs: [__m512; R] = std::array::from_fn(|r| _mm512_loadu_ps(t.x.add(r * f + i)));
-            for (oi, lanes) in acc.iter_mut().enumerate() {
+            let weight = |oi: usize| {
                 let at = t.w.add(oi * f + i);
                 if let Some(ahead) = t.ahead {
                     _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
                 }
-                let wv = _mm512_loadu_ps(at);
-                for (lane, xv) in lanes.iter_mut().zip(&xs) {
-                    *lane = _mm512_fmadd_ps(wv, *xv, *lane);
+                _mm512_loadu_ps(at)
+            };
+            let input = |ri: usize| _mm512_loadu_ps(t.x.add(ri * f + i));
+            // Hold the smaller side's loads in registers and stream the other: the loads are
+            // the same, but O * R + min(O, R) + 1 fits the 32 registers where holding the
+            // larger side spilled an accumulator (a store and reload on its chain every step).
+            if R <= O {
+                let xs: [__m512; R] = std::array::from_fn(&input);
+                for (oi, lanes) in acc.iter_mut().enumerate() {
+                    let wv = weight(oi);
+                    for (lane, xv) in lanes.iter_mut().zip(&xs) {
+                        *lane = _mm512_fmadd_ps(wv, *xv, *lane);
+                    }
+                }
+            } else {
+                let ws: [__m512; O] = std::array::from_fn(&weight);
+                for ri in 0..R {
+                    let xv = input(ri);
+                    for (lanes, wv) in acc.iter_mut().zip(&ws) {
+                        lanes[ri] = _mm512_fmadd_ps(*wv, xv, lanes[ri]);
+                    }
                 }
             }
         }
@@ -244,15 +261,30 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
         for step in 0..t.steps {
             for half in 0..2 {
                 let i = step * LANES + 8 * half;
-                let xs: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(t.x.add(r * f + i)));
-                for (oi, lanes) in acc.iter_mut().enumerate() {
+                let weight = |oi: usize| {
                     let at = t.w.add(oi * f + i);
                     if let (Some(ahead), 0) = (t.ahead, half) {
                         _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
                     }
-                    let wv = _mm256_loadu_ps(at);
-                    for (lane, xv) in lanes.iter_mut().zip(&xs) {
-                        lane[half] = _mm256_fmadd_ps(wv, *xv, lane[half]);
+                    _mm256_loadu_ps(at)
+                };
+                let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * f + i));
+                // As in `tile_avx512`: hold the smaller side (2 * O * R + min(O, R) + 1 <= 16).
+                if R <= O {
+                    let xs: [__m256; R] = std::array::from_fn(&input);
+                    for (oi, lanes) in acc.iter_mut().enumerate() {
+                        let wv = weight(oi);
+                        for (lane, xv) in lanes.iter_mut().zip(&xs) {
+                            lane[half] = _mm256_fmadd_ps(wv, *xv, lane[half]);
+                        }
+                    }
+                } else {
+                    let ws: [__m256; O] = std::array::from_fn(&weight);
+                    for ri in 0..R {
+                        let xv = input(ri);
+                        for (lanes, wv) in acc.iter_mut().zip(&ws) {
+                            lanes[ri][half] = _mm256_fmadd_ps(*wv, xv, lanes[ri][half]);
+                        }
                     }
                 }
             }
