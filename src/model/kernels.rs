@@ -43,45 +43,29 @@ fn for_item_ranges(items: usize, work: usize, run: impl Fn(std::ops::Range<usize
     }
 }
 
-/// [`parallel_chunks`] for a product whose result is row-major, `dst` `[rows, outputs]`,
-/// while the kernels write feature-major: each task fills a per-thread scratch with its items'
-/// outputs (`[item outputs, rows]`, as in `parallel_chunks`) and lays it into `dst`'s rows
-/// while it is still in cache. This replaces a transposing copy of the whole result on one
-/// thread, which for the output head of a 33-row block cost about as much as a layer.
-pub(crate) fn parallel_row_major(
+/// Runs `task(items, columns)` over the items whose outputs are `dst`'s consecutive column
+/// ranges of `per_item` (the last may be narrower) in each of its `rows` rows, on the compute
+/// team when the work (multiply-adds) is worth a second thread. Each task writes its own
+/// columns of every row in place, while they are in cache: a row-major product needs no
+/// transposing copy afterwards (for the output head of a 33-row block, one such copy on one
+/// thread cost about as much as a layer).
+pub(crate) fn parallel_columns(
     dst: &mut [f32],
     rows: usize,
     per_item: usize,
     work: usize,
-    task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    task: impl Fn(std::ops::Range<usize>, Columns) + Sync,
 ) {
-    if rows == 1 {
-        return parallel_chunks(dst, per_item, work, task);
-    }
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = std::cell::RefCell::default();
-    }
     let outputs = dst.len() / rows;
     let items = outputs.div_ceil(per_item);
     let base = SharedSlice(dst.as_mut_ptr(), dst.len());
-    let run = |range: std::ops::Range<usize>| {
+    for_item_ranges(items, work, |range| {
         let first = range.start * per_item;
         let width = (range.end * per_item).min(outputs) - first;
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            scratch.resize(width * rows, 0.0);
-            task(range, &mut scratch);
-            for r in 0..rows {
-                // SAFETY: tasks get disjoint item ranges, so their columns of each row never
-                // overlap, and every task is done before `dst` is used again.
-                let row = unsafe { base.chunk(r * outputs + first, width) };
-                for (value, column) in row.iter_mut().zip(scratch.chunks_exact(rows)) {
-                    *value = column[r];
-                }
-            }
-        })
-    };
-    for_item_ranges(items, work, run);
+        // SAFETY: the ranges are disjoint, so the windows' columns never overlap, and
+        // `for_item_ranges` returns only when every range is done.
+        task(range, unsafe { base.columns(rows, first, width) })
+    });
 }
 
 /// Below this many multiply-adds a second thread costs more than it saves.
@@ -90,7 +74,8 @@ const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// A slice shared between pool workers that each write a disjoint part of it.
 struct SharedSlice(*mut f32, usize);
 
-// SAFETY: only disjoint chunks are ever materialised (see `parallel_chunks`).
+// SAFETY: only disjoint chunks and windows are ever materialised (see `parallel_chunks`,
+// `parallel_columns`).
 unsafe impl Sync for SharedSlice {}
 
 impl SharedSlice {
@@ -100,6 +85,14 @@ impl SharedSlice {
     unsafe fn chunk(&self, start: usize, len: usize) -> &mut [f32] {
         assert!(start + len <= self.1, "chunk past the end");
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+
+    /// # Safety
+    /// No other live reference or window may overlap columns `first..first + width` of the
+    /// slice's `rows` rows.
+    unsafe fn columns(&self, rows: usize, first: usize, width: usize) -> Columns<'_> {
+        assert!(self.1.is_multiple_of(rows), "not {rows} whole rows");
+        unsafe { Columns::window(self.0, self.1 / rows, rows, first, width) }
     }
 }
 
@@ -163,7 +156,8 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") {
+            // The AVX-512 path folds its last 8 outputs with AVX2, which every AVX-512 CPU has.
+            if has!("avx512f") && has!("avx2") {
                 paths.push(Isa::Avx512);
             }
             if has!("avx2") && has!("fma") {
@@ -188,7 +182,12 @@ pub(crate) fn scaled_dots(
     let d = query.len();
     if stride == d {
         // The slots are the rows of one matrix: one product, whose tiles read several keys at once.
-        dot_rows(&keys[..scores.len() * d], query, d, scores);
+        dot_rows(
+            &keys[..scores.len() * d],
+            query,
+            d,
+            &mut Columns::all(scores, 1),
+        );
     } else {
         for (slot, score) in scores.iter_mut().enumerate() {
             *score = dot(query, &keys[slot * stride..][..d]);
@@ -206,20 +205,31 @@ pub(crate) fn scaled_dots(
 /// The canonical dot of two slices of equal length.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut out = [0f32];
-    dot_rows_with(Isa::detected(), a, b, a.len(), &mut out);
+    dot_rows_with(
+        Isa::detected(),
+        a,
+        b,
+        a.len(),
+        &mut Columns::all(&mut out, 1),
+    );
     out[0]
 }
 
-/// `dst[o * rows + r] = w[o] · x[r]` for each weight row `o` and input row `r`.
-pub(crate) fn dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
+/// `dst.row(r)[o] = w[o] · x[r]` for each weight row `o` and input row `r`.
+pub(crate) fn dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
     dot_rows_with(Isa::detected(), w, x, features, dst)
 }
 
 /// [`dot_rows`] on a given path (which the CPU must support).
-pub(crate) fn dot_rows_with(isa: Isa, w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
+pub(crate) fn dot_rows_with(isa: Isa, w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
     let rows = x.len() / features;
     let outputs = w.len() / features;
-    assert!(dst.len() >= outputs * rows, "dot_rows: output too short");
+    assert!(
+        dst.rows() == rows && dst.width() >= outputs,
+        "dot_rows: {rows} rows of {outputs} outputs into {} of {}",
+        dst.rows(),
+        dst.width()
+    );
     match isa {
         // SAFETY: callers pass a path from `Isa::supported`.
         #[cfg(target_arch = "x86_64")]
@@ -308,11 +318,10 @@ fn finish(lanes: &[f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
         .fold(fold_lanes(lanes), |s, (x, y)| x.mul_add(*y, s))
 }
 
-fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-    let rows = x.len() / features;
+fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
     let whole = features / LANES * LANES;
-    for (w_row, out) in w.chunks_exact(features).zip(dst.chunks_mut(rows)) {
-        for (x_row, value) in x.chunks_exact(features).zip(out.iter_mut()) {
+    for (o, w_row) in w.chunks_exact(features).enumerate() {
+        for (r, x_row) in x.chunks_exact(features).enumerate() {
             let mut lanes = [0f32; LANES];
             for (wc, xc) in w_row[..whole]
                 .chunks_exact(LANES)
@@ -322,15 +331,17 @@ fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
                     lanes[j] = wc[j].mul_add(xc[j], lanes[j]);
                 }
             }
-            *value = finish(&lanes, &w_row[whole..], &x_row[whole..]);
+            dst.row(r)[o] = finish(&lanes, &w_row[whole..], &x_row[whole..]);
         }
     }
 }
 
+mod columns;
 mod gelu;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
 
 /// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
@@ -373,10 +384,11 @@ mod tests {
                     let w = pseudo_random(outputs * features, 3);
                     let x = pseudo_random(rows * features, 5);
                     let mut reference = vec![0f32; outputs * rows];
-                    dot_rows_with(Isa::Portable, &w, &x, features, &mut reference);
+                    let mut out = Columns::all(&mut reference, rows);
+                    dot_rows_with(Isa::Portable, &w, &x, features, &mut out);
                     for isa in Isa::supported() {
                         let mut got = vec![0f32; outputs * rows];
-                        dot_rows_with(isa, &w, &x, features, &mut got);
+                        dot_rows_with(isa, &w, &x, features, &mut Columns::all(&mut got, rows));
                         let same = got
                             .iter()
                             .zip(&reference)
@@ -396,16 +408,46 @@ mod tests {
             for isa in Isa::supported() {
                 for rows in 1..=33 {
                     let mut block = vec![0f32; outputs * rows];
-                    dot_rows_with(isa, &w, &x[..rows * features], features, &mut block);
+                    let mut out = Columns::all(&mut block, rows);
+                    dot_rows_with(isa, &w, &x[..rows * features], features, &mut out);
                     for r in 0..rows {
                         let mut alone = vec![0f32; outputs];
                         let row = &x[r * features..][..features];
-                        dot_rows_with(isa, &w, row, features, &mut alone);
-                        let together: Vec<f32> =
-                            (0..outputs).map(|o| block[o * rows + r]).collect();
+                        dot_rows_with(isa, &w, row, features, &mut Columns::all(&mut alone, 1));
+                        let together = &block[r * outputs..][..outputs];
                         assert_eq!(alone, together, "{isa:?}: row {r} of {rows}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_into_a_window_writes_its_columns_of_every_row_only() {
+        let (features, outputs, rows, stride, first) = (48, 41, 9, 60, 7);
+        let w = pseudo_random(outputs * features, 15);
+        let x = pseudo_random(rows * features, 17);
+        let mut whole = vec![0f32; rows * outputs];
+        dot_rows_with(
+            Isa::Portable,
+            &w,
+            &x,
+            features,
+            &mut Columns::all(&mut whole, rows),
+        );
+        for isa in Isa::supported() {
+            let mut wide = vec![f32::NAN; rows * stride];
+            // SAFETY: `wide` outlives the window, the only access to it meanwhile.
+            let mut window =
+                unsafe { Columns::window(wide.as_mut_ptr(), stride, rows, first, outputs) };
+            dot_rows_with(isa, &w, &x, features, &mut window);
+            for (r, row) in wide.chunks(stride).enumerate() {
+                assert_eq!(
+                    &row[first..first + outputs],
+                    &whole[r * outputs..][..outputs]
+                );
+                let outside = row[..first].iter().chain(&row[first + outputs..]);
+                assert!(outside.into_iter().all(|v| v.is_nan()), "{isa:?}: row {r}");
             }
         }
     }

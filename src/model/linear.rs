@@ -7,7 +7,7 @@
 use super::aligned::AlignedF32;
 use super::config::Activation;
 use super::error::Result;
-use super::kernels::{cpu_f32, dot_rows, gelu_erf_in_place, parallel_row_major, ROW_GROUP};
+use super::kernels::{cpu_f32, dot_rows, gelu_erf_in_place, parallel_columns, Columns, ROW_GROUP};
 use candle_core::op::{Gelu, Relu, Silu, UnaryOpT};
 use candle_core::{DType, Device, Tensor};
 
@@ -124,34 +124,31 @@ impl Product<'_> {
     /// The row-major `[rows, outputs]` result for `rows` inputs of `features` each.
     fn product(&self, inputs: &[f32], rows: usize, features: usize) -> Vec<f32> {
         let mut out = vec![0f32; rows * self.outputs];
-        // Each task gets its outputs feature-major: `[outputs of its groups, rows]`.
-        let task = |groups: std::ops::Range<usize>, dst: &mut [f32]| {
+        // Each task fills its outputs' columns of every row.
+        let task = |groups: std::ops::Range<usize>, mut dst: Columns| {
             let first = groups.start * ROWS_PER_TASK;
-            let outs = first..first + dst.len() / rows;
+            let outs = first..first + dst.width();
             let w = &self.weight[outs.start * features..outs.end * features];
-            dot_rows(w, inputs, features, dst);
-            self.finish(outs, rows, dst);
+            dot_rows(w, inputs, features, &mut dst);
+            self.finish(outs, dst);
         };
         let work = self.outputs * features * rows;
-        parallel_row_major(&mut out, rows, ROWS_PER_TASK, work, task);
+        parallel_columns(&mut out, rows, ROWS_PER_TASK, work, task);
         out
     }
 
-    /// Bias, then activation, on a task's feature-major outputs.
-    fn finish(&self, outs: std::ops::Range<usize>, rows: usize, dst: &mut [f32]) {
-        if let Some(bias) = self.bias {
-            let bias = &bias[outs];
-            if rows == 1 {
-                // One value per output: a plain vector add.
-                dst.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-            } else {
-                for (out, b) in dst.chunks_mut(rows).zip(bias) {
-                    out.iter_mut().for_each(|v| *v += b);
-                }
+    /// Bias, then activation, on a task's outputs `outs`, row by row.
+    fn finish(&self, outs: std::ops::Range<usize>, mut dst: Columns) {
+        for r in 0..dst.rows() {
+            let row = dst.row(r);
+            if let Some(bias) = self.bias {
+                row.iter_mut()
+                    .zip(&bias[outs.clone()])
+                    .for_each(|(v, b)| *v += b);
             }
-        }
-        if let Some(activation) = self.activation {
-            apply_activation(activation, dst);
+            if let Some(activation) = self.activation {
+                apply_activation(activation, row);
+            }
         }
     }
 }

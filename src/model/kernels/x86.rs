@@ -21,11 +21,12 @@
 //! micro-kernel over 32-output panels with the inputs broadcast, one FMA chain per output
 //! (84 and 187 ms).
 //!
-//! The parked accumulators of a group lie in output order, so the 16-lane folds run 16 (AVX2:
-//! 8) outputs at a time as shuffles and vector adds, pairing lanes exactly as the scalar fold
-//! does, which cost about as much as the products themselves for 1024 features.
+//! The 16-lane folds run 16 outputs of one input row at a time (then 8; AVX2: 8) as shuffles
+//! and vector adds, pairing lanes exactly as the scalar fold does, which cost about as much as
+//! the products themselves for 1024 features. They write each row's outputs straight into the
+//! row-major result, so a product of several rows needs no transposing copy.
 
-use super::{finish, with_park, LANES, ROW_GROUP as GROUP};
+use super::{finish, with_park, Columns, LANES, ROW_GROUP as GROUP};
 use std::arch::x86_64::*;
 
 /// Features per chunk when several input rows share the product.
@@ -57,13 +58,14 @@ impl Tile {
 }
 
 /// Sweeps the product with `$tile::<O, R>`, `$shape` mapping a block of R input rows
-/// to the register tile height O, then folds each group with `$fold`.
+/// to the register tile height O, then folds each group with `$folds` (widest first).
 macro_rules! sweep {
-    ($tile:ident, $shape:ident, $max_block:expr, $fold:ident, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
-        let (w, x, features, dst): (&[f32], &[f32], usize, &mut [f32]) = ($w, $x, $features, $dst);
+    ($tile:ident, $shape:ident, $max_block:expr, $folds:expr, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
+        let (w, x, features, dst): (&[f32], &[f32], usize, &mut Columns) =
+            ($w, $x, $features, $dst);
         let rows = x.len() / features;
         let outputs = w.len() / features;
-        assert!(dst.len() >= outputs * rows && rows * features == x.len());
+        assert!(dst.width() >= outputs && dst.rows() == rows && rows * features == x.len());
         let steps = features / LANES;
         let chunk = if rows == 1 {
             steps.max(1)
@@ -138,12 +140,16 @@ macro_rules! sweep {
                         break;
                     }
                 }
-                let group_dst = &mut dst[g * rows..(g + height) * rows];
+                let group = Group {
+                    first: g,
+                    height,
+                    rows,
+                };
                 if features % LANES == 0 {
-                    // SAFETY: the parked slots and `group_dst` both hold `height * rows` values.
-                    unsafe { fold_group::<{ $fold::WIDTH }>(park, group_dst, $fold::fold) };
+                    // SAFETY: `$folds` run on this CPU; the group's slots are parked.
+                    unsafe { group.fold(park, $folds, dst) };
                 } else {
-                    finish_with_tails(w, x, features, rows, g, park, group_dst);
+                    group.finish_with_tails(w, x, features, park, dst);
                 }
                 g += height;
             }
@@ -173,17 +179,19 @@ const fn shape_avx2(r: usize) -> usize {
 }
 
 /// # Safety
-/// The CPU must have AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) fn dot_rows_avx512(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-    sweep!(tile_avx512, shape_avx512, 8, Avx512, w, x, features, dst)
+/// The CPU must have AVX-512F and AVX2 (for the 8-wide folds).
+#[target_feature(enable = "avx512f,avx2")]
+pub(super) fn dot_rows_avx512(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
+    let folds: &[Fold] = &[(16, Avx512::fold), (8, Avx2::fold)];
+    sweep!(tile_avx512, shape_avx512, 8, folds, w, x, features, dst)
 }
 
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut [f32]) {
-    sweep!(tile_avx2, shape_avx2, 6, Avx2, w, x, features, dst)
+pub(super) fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
+    let folds: &[Fold] = &[(8, Avx2::fold)];
+    sweep!(tile_avx2, shape_avx2, 6, folds, w, x, features, dst)
 }
 
 /// One 16-lane register per (weight row, input row), over the tile's steps.
@@ -299,23 +307,64 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
     }
 }
 
-/// Folds `dst.len()` parked accumulators into `dst`: `N` at a time with `fold_n`, the rest
-/// one by one.
-///
-/// # Safety
-/// `park` must hold `dst.len()` aligned slots; `fold_n` must be callable on this CPU.
-#[inline(always)]
-unsafe fn fold_group<const N: usize>(
-    park: &[f32],
-    dst: &mut [f32],
-    fold_n: unsafe fn(*const f32, *mut f32),
-) {
-    let whole = dst.len() / N * N;
-    for (k, out) in dst[..whole].chunks_exact_mut(N).enumerate() {
-        unsafe { fold_n(park[k * N * LANES..].as_ptr(), out.as_mut_ptr()) };
+/// A vector fold of `N` parked accumulators into `N` consecutive outputs: `(N, fold)`, where
+/// `fold(first slot, floats from one slot to the next, outputs)`.
+type Fold = (usize, unsafe fn(*const f32, usize, *mut f32));
+
+/// The outputs `first..first + height` of a product of `rows` input rows, whose accumulator
+/// (output `first + gi`, row `r`) is parked in slot `gi * rows + r`.
+struct Group {
+    first: usize,
+    height: usize,
+    rows: usize,
+}
+
+impl Group {
+    /// Folds the parked accumulators into `dst`, row by row: runs of outputs with the widest
+    /// of `folds` that fits, the rest one by one.
+    ///
+    /// # Safety
+    /// The CPU must run every fold; `park` must hold the group's `height * rows` aligned slots.
+    #[inline(always)]
+    unsafe fn fold(&self, park: &[f32], folds: &[Fold], dst: &mut Columns) {
+        assert!(park.len() >= self.height * self.rows * LANES);
+        for r in 0..self.rows {
+            let out = &mut dst.row(r)[self.first..self.first + self.height];
+            let mut gi = 0;
+            for &(n, fold_n) in folds {
+                while gi + n <= self.height {
+                    let first_slot = park[(gi * self.rows + r) * LANES..].as_ptr();
+                    // SAFETY: slots gi..gi + n of row r are in `park` (asserted above), and
+                    // `out` has n floats from gi.
+                    unsafe { fold_n(first_slot, self.rows * LANES, out[gi..gi + n].as_mut_ptr()) };
+                    gi += n;
+                }
+            }
+            for (k, value) in out.iter_mut().enumerate().skip(gi) {
+                *value = finish(park_slot(park, k * self.rows + r), &[], &[]);
+            }
+        }
     }
-    for (k, out) in dst.iter_mut().enumerate().skip(whole) {
-        *out = finish(park_slot(park, k), &[], &[]);
+
+    /// The scalar fold for products whose features end in a tail past the last whole 16.
+    fn finish_with_tails(
+        &self,
+        w: &[f32],
+        x: &[f32],
+        features: usize,
+        park: &[f32],
+        dst: &mut Columns,
+    ) {
+        let whole = features / LANES * LANES;
+        for gi in 0..self.height {
+            let o = self.first + gi;
+            let w_tail = &w[o * features..][whole..features];
+            for r in 0..self.rows {
+                let x_tail = &x[r * features..][whole..features];
+                let slot = park_slot(park, gi * self.rows + r);
+                dst.row(r)[o] = finish(slot, w_tail, x_tail);
+            }
+        }
     }
 }
 
@@ -323,39 +372,19 @@ fn park_slot(park: &[f32], slot: usize) -> &[f32; LANES] {
     park[slot * LANES..][..LANES].try_into().expect("16 lanes")
 }
 
-/// The scalar fold for products whose features end in a tail past the last whole 16.
-fn finish_with_tails(
-    w: &[f32],
-    x: &[f32],
-    features: usize,
-    rows: usize,
-    g: usize,
-    park: &[f32],
-    dst: &mut [f32],
-) {
-    let whole = features / LANES * LANES;
-    for (slot, out) in dst.iter_mut().enumerate() {
-        let (gi, r) = (slot / rows, slot % rows);
-        let w_tail = &w[(g + gi) * features..][whole..features];
-        let x_tail = &x[r * features..][whole..features];
-        *out = finish(park_slot(park, slot), w_tail, x_tail);
-    }
-}
-
 struct Avx512;
 
 impl Avx512 {
-    const WIDTH: usize = 16;
-
-    /// Folds 16 parked accumulators into 16 outputs: (j, j+8), (j, j+4), (j, j+2), (0, 1), as
-    /// [`super::fold_lanes`], each level pairing two registers' halves, quarters or pairs.
+    /// Folds 16 parked accumulators, `stride` floats apart, into 16 outputs: (j, j+8),
+    /// (j, j+4), (j, j+2), (0, 1), as [`super::fold_lanes`], each level pairing two registers'
+    /// halves, quarters or pairs.
     ///
     /// # Safety
-    /// AVX-512F; `src` holds 16 aligned slots, `dst` 16 floats.
+    /// AVX-512F; `src` holds 16 aligned slots `stride` apart, `dst` 16 floats.
     #[target_feature(enable = "avx512f")]
-    unsafe fn fold(src: *const f32, dst: *mut f32) {
+    unsafe fn fold(src: *const f32, stride: usize, dst: *mut f32) {
         unsafe {
-            let a: [__m512; 16] = std::array::from_fn(|k| _mm512_load_ps(src.add(k * LANES)));
+            let a: [__m512; 16] = std::array::from_fn(|k| _mm512_load_ps(src.add(k * stride)));
             // Accumulators 2m, 2m+1 → their 8 sums (j, j+8) side by side.
             let h: [__m512; 8] = std::array::from_fn(|m| {
                 let (p, q) = (a[2 * m], a[2 * m + 1]);
@@ -394,17 +423,15 @@ impl Avx512 {
 struct Avx2;
 
 impl Avx2 {
-    const WIDTH: usize = 8;
-
     /// [`Avx512::fold`] for 8 accumulators in 8-lane registers.
     ///
     /// # Safety
-    /// AVX2; `src` holds 8 aligned slots, `dst` 8 floats.
+    /// AVX2; `src` holds 8 aligned slots `stride` apart, `dst` 8 floats.
     #[target_feature(enable = "avx2")]
-    unsafe fn fold(src: *const f32, dst: *mut f32) {
+    unsafe fn fold(src: *const f32, stride: usize, dst: *mut f32) {
         unsafe {
             let h: [__m256; 8] = std::array::from_fn(|k| {
-                let slot = src.add(k * LANES);
+                let slot = src.add(k * stride);
                 _mm256_add_ps(_mm256_load_ps(slot), _mm256_load_ps(slot.add(8)))
             });
             // Accumulators 2n, 2n+1 → their 4 sums (j, j+4) in the two 128-bit lanes.
