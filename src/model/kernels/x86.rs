@@ -220,26 +220,7 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
                 _mm512_loadu_ps(at)
             };
             let input = |ri: usize| _mm512_loadu_ps(t.x.add(ri * f + i));
-            // Hold the smaller side's loads in registers and stream the other: the loads are
-            // the same, but O * R + min(O, R) + 1 fits the 32 registers where holding the
-            // larger side spilled an accumulator (a store and reload on its chain every step).
-            if R <= O {
-                let xs: [__m512; R] = std::array::from_fn(&input);
-                for (oi, lanes) in acc.iter_mut().enumerate() {
-                    let wv = weight(oi);
-                    for (lane, xv) in lanes.iter_mut().zip(&xs) {
-                        *lane = _mm512_fmadd_ps(wv, *xv, *lane);
-                    }
-                }
-            } else {
-                let ws: [__m512; O] = std::array::from_fn(&weight);
-                for ri in 0..R {
-                    let xv = input(ri);
-                    for (lanes, wv) in acc.iter_mut().zip(&ws) {
-                        lanes[ri] = _mm512_fmadd_ps(*wv, xv, lanes[ri]);
-                    }
-                }
-            }
+            tile_step(&mut acc, weight, input, |w, x, a| _mm512_fmadd_ps(w, x, a));
         }
         for (oi, lanes) in acc.iter().enumerate() {
             for (ri, lane) in lanes.iter().enumerate() {
@@ -249,7 +230,8 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
     }
 }
 
-/// The same as [`tile_avx512`] with each 16-lane accumulator held as two 8-lane halves.
+/// The same as [`tile_avx512`] with each 16-lane accumulator held as two 8-lane halves,
+/// `acc[half][oi][ri]`.
 ///
 /// # Safety
 /// Runs only inlined into an AVX2+FMA function; as [`tile_avx512`].
@@ -257,17 +239,18 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
 unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
     let f = t.features;
     unsafe {
-        let mut acc = [[[_mm256_setzero_ps(); 2]; R]; O];
+        let mut acc = [[[_mm256_setzero_ps(); R]; O]; 2];
         if !t.first {
-            for (oi, lanes) in acc.iter_mut().enumerate() {
-                for (ri, lane) in lanes.iter_mut().enumerate() {
-                    let parked = t.slot(oi, ri);
-                    *lane = [_mm256_load_ps(parked), _mm256_load_ps(parked.add(8))];
+            for (half, acc) in acc.iter_mut().enumerate() {
+                for (oi, lanes) in acc.iter_mut().enumerate() {
+                    for (ri, lane) in lanes.iter_mut().enumerate() {
+                        *lane = _mm256_load_ps(t.slot(oi, ri).add(8 * half));
+                    }
                 }
             }
         }
         for step in 0..t.steps {
-            for half in 0..2 {
+            for (half, acc) in acc.iter_mut().enumerate() {
                 let i = step * LANES + 8 * half;
                 let weight = |oi: usize| {
                     let at = t.w.add(oi * f + i);
@@ -277,31 +260,44 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
                     _mm256_loadu_ps(at)
                 };
                 let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * f + i));
-                // As in `tile_avx512`: hold the smaller side (2 * O * R + min(O, R) + 1 <= 16).
-                if R <= O {
-                    let xs: [__m256; R] = std::array::from_fn(&input);
-                    for (oi, lanes) in acc.iter_mut().enumerate() {
-                        let wv = weight(oi);
-                        for (lane, xv) in lanes.iter_mut().zip(&xs) {
-                            lane[half] = _mm256_fmadd_ps(wv, *xv, lane[half]);
-                        }
-                    }
-                } else {
-                    let ws: [__m256; O] = std::array::from_fn(&weight);
-                    for ri in 0..R {
-                        let xv = input(ri);
-                        for (lanes, wv) in acc.iter_mut().zip(&ws) {
-                            lanes[ri][half] = _mm256_fmadd_ps(*wv, xv, lanes[ri][half]);
-                        }
-                    }
+                tile_step(acc, weight, input, |w, x, a| _mm256_fmadd_ps(w, x, a));
+            }
+        }
+        for (half, acc) in acc.iter().enumerate() {
+            for (oi, lanes) in acc.iter().enumerate() {
+                for (ri, lane) in lanes.iter().enumerate() {
+                    _mm256_store_ps(t.slot(oi, ri).add(8 * half), *lane);
                 }
             }
         }
-        for (oi, lanes) in acc.iter().enumerate() {
-            for (ri, lane) in lanes.iter().enumerate() {
-                let parked = t.slot(oi, ri);
-                _mm256_store_ps(parked, lane[0]);
-                _mm256_store_ps(parked.add(8), lane[1]);
+    }
+}
+
+/// One step of a tile on either path: `acc[oi][ri] = fma(weight(oi), input(ri), acc[oi][ri])`.
+/// It holds the smaller side's loads in registers and streams the other: the loads are the
+/// same, but `O * R + min(O, R) + 1` registers (AVX2: twice the accumulators) fit where holding
+/// the larger side spilled an accumulator, a store and a reload on its chain every step.
+#[inline(always)]
+fn tile_step<V: Copy, const O: usize, const R: usize>(
+    acc: &mut [[V; R]; O],
+    weight: impl Fn(usize) -> V,
+    input: impl Fn(usize) -> V,
+    fma: impl Fn(V, V, V) -> V,
+) {
+    if R <= O {
+        let xs: [V; R] = std::array::from_fn(&input);
+        for (oi, lanes) in acc.iter_mut().enumerate() {
+            let wv = weight(oi);
+            for (lane, xv) in lanes.iter_mut().zip(&xs) {
+                *lane = fma(wv, *xv, *lane);
+            }
+        }
+    } else {
+        let ws: [V; O] = std::array::from_fn(&weight);
+        for ri in 0..R {
+            let xv = input(ri);
+            for (lanes, wv) in acc.iter_mut().zip(&ws) {
+                lanes[ri] = fma(*wv, xv, lanes[ri]);
             }
         }
     }
