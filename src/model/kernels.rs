@@ -112,6 +112,17 @@ pub(crate) fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
     }
 }
 
+/// `f` on the f32 data of a CPU tensor, made contiguous first (a no-op when it is).
+pub(crate) fn with_cpu_f32<T>(
+    tensor: &candle_core::Tensor,
+    f: impl FnOnce(&[f32]) -> T,
+) -> Result<T> {
+    let tensor = tensor.contiguous()?;
+    let (storage, layout) = tensor.storage_and_layout();
+    let data = &cpu_f32(&storage)?[layout.start_offset()..][..tensor.elem_count()];
+    Ok(f(data))
+}
+
 /// Which instruction set the kernels use, chosen once per process from what the CPU has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {

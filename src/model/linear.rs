@@ -7,7 +7,9 @@
 use super::aligned::AlignedF32;
 use super::config::Activation;
 use super::error::Result;
-use super::kernels::{cpu_f32, dot_rows, gelu_erf_in_place, parallel_columns, Columns, ROW_GROUP};
+use super::kernels::{
+    dot_rows, gelu_erf_in_place, parallel_columns, with_cpu_f32, Columns, ROW_GROUP,
+};
 use candle_core::op::{Gelu, Relu, Silu, UnaryOpT};
 use candle_core::{DType, Device, Tensor};
 
@@ -37,12 +39,9 @@ const ROWS_PER_TASK: usize = ROW_GROUP;
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let weight = if matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32 {
-            let (outputs, features) = weight.dims2()?;
-            let weight = weight.contiguous()?;
-            let (storage, layout) = weight.storage_and_layout();
-            let rows = &cpu_f32(&storage)?[layout.start_offset()..][..outputs * features];
+            let (outputs, _) = weight.dims2()?;
             Weight::CpuF32 {
-                data: AlignedF32::from_slice(rows),
+                data: with_cpu_f32(&weight, AlignedF32::from_slice)?,
                 outputs,
                 bias: bias.map(|b| b.to_vec1()).transpose()?,
             }
@@ -109,15 +108,13 @@ impl Product<'_> {
             static INPUTS: std::cell::RefCell<AlignedF32> = std::cell::RefCell::default();
         }
         let (rows, features) = x.dims2()?;
-        let x = x.contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let data = &cpu_f32(&storage)?[layout.start_offset()..][..rows * features];
-        let out = INPUTS.with(|cell| {
-            let mut inputs = cell.borrow_mut();
-            inputs.assign(data);
-            self.product(inputs.as_slice(), rows, features)
-        });
-        drop(storage);
+        let out = with_cpu_f32(x, |data| {
+            INPUTS.with(|cell| {
+                let mut inputs = cell.borrow_mut();
+                inputs.assign(data);
+                self.product(inputs.as_slice(), rows, features)
+            })
+        })?;
         Ok(Tensor::from_vec(out, (rows, self.outputs), x.device())?)
     }
 

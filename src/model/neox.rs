@@ -10,7 +10,7 @@ use super::cache::{BlockLayout, KvCache};
 use super::config::NeoxConfig;
 use super::error::{ModelError, Result};
 use super::heads::{split_rotate, HeadShape};
-use super::kernels::cpu_f32;
+use super::kernels::with_cpu_f32;
 use super::weights::WeightFiles;
 
 /// Pythia names its output head `embed_out`; checkpoints re-saved by newer transformers use `lm_head`.
@@ -266,19 +266,14 @@ impl Layer {
             let merged = generic_attention(&q, &keys, &values, inputs.mask.as_ref())?;
             return self.attention_out.forward(&merged);
         };
-        let qkv = qkv.contiguous()?;
-        let (_, t, width) = qkv.dims3()?;
+        let (_, t, _) = qkv.dims3()?;
         let (heads, head_dim) = (config.num_attention_heads, config.head_dim());
         let shape = HeadShape {
             heads,
             head_dim,
             rotary_dims: config.rotary_dims(),
         };
-        let split = {
-            let (storage, qkv_layout) = qkv.storage_and_layout();
-            let data = &cpu_f32(&storage)?[qkv_layout.start_offset()..][..t * width];
-            split_rotate(data, shape, cos, sin)
-        };
+        let split = with_cpu_f32(&qkv, |data| split_rotate(data, shape, cos, sin))?;
         let per_head = |data: Vec<f32>| Tensor::from_vec(data, (1, heads, t, head_dim), x.device());
         let (k, v) = (per_head(split.keys)?, per_head(split.values)?);
         let (keys, values) = cache.write(index, &k, &v, layout.offset, layout.total)?;
