@@ -32,12 +32,27 @@ impl AlignedF32 {
     /// Makes this buffer a copy of `data`, reusing its memory when it is large enough: a
     /// product's inputs go through one such buffer per thread, pass after pass.
     pub(crate) fn assign(&mut self, data: &[f32]) {
-        let lines = data.len().div_ceil(16);
+        self.resize(data.len());
+        self.as_mut_slice().copy_from_slice(data);
+    }
+
+    /// Makes this buffer `data`'s rows of `width` floats, each `stride` floats after the one
+    /// before (the gaps are zeros or older data, never read), reusing its memory as `assign`.
+    pub(crate) fn assign_rows(&mut self, data: &[f32], width: usize, stride: usize) {
+        assert!(width > 0 && stride >= width && data.len().is_multiple_of(width));
+        self.resize(data.len() / width * stride);
+        let rows = self.as_mut_slice().chunks_exact_mut(stride);
+        for (row, src) in rows.zip(data.chunks_exact(width)) {
+            row[..width].copy_from_slice(src);
+        }
+    }
+
+    fn resize(&mut self, len: usize) {
+        let lines = len.div_ceil(16);
         if self.lines.len() < lines {
             self.lines = vec![Line::default(); lines];
         }
-        self.len = data.len();
-        self.as_mut_slice().copy_from_slice(data);
+        self.len = len;
     }
 
     pub(crate) fn as_slice(&self) -> &[f32] {
@@ -66,5 +81,14 @@ mod tests {
             reused.assign(&data);
             assert_eq!(reused.as_slice(), &data[..]);
         }
+    }
+
+    #[test]
+    fn rows_land_a_stride_apart() {
+        let data: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let mut buffer = AlignedF32::from_slice(&[9.0; 3]);
+        buffer.assign_rows(&data, 3, 5);
+        let rows: Vec<&[f32]> = buffer.as_slice().chunks(5).map(|r| &r[..3]).collect();
+        assert_eq!(rows, [&[0.0, 1.0, 2.0][..], &[3.0, 4.0, 5.0][..]]);
     }
 }

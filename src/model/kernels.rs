@@ -161,6 +161,15 @@ impl Isa {
         })
     }
 
+    /// Weight rows per pack of [`WeightMatrix`]: those of this path's one-row register tile.
+    fn pack(self) -> usize {
+        match self {
+            Isa::Avx512 => 8,
+            Isa::Avx2 => 4,
+            Isa::Portable => 1,
+        }
+    }
+
     /// Every path this CPU can run, widest first.
     pub fn supported() -> Vec<Isa> {
         let mut paths = Vec::new();
@@ -193,12 +202,8 @@ pub(crate) fn scaled_dots(
     let d = query.len();
     if stride == d {
         // The slots are the rows of one matrix: one product, whose tiles read several keys at once.
-        dot_rows(
-            &keys[..scores.len() * d],
-            query,
-            d,
-            &mut Columns::all(scores, 1),
-        );
+        let keys = Weights::row_major(&keys[..scores.len() * d], d);
+        dot_rows(keys, query, &mut Columns::all(scores, 1));
     } else {
         for (slot, score) in scores.iter_mut().enumerate() {
             *score = dot(query, &keys[slot * stride..][..d]);
@@ -216,38 +221,36 @@ pub(crate) fn scaled_dots(
 /// The canonical dot of two slices of equal length.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut out = [0f32];
-    dot_rows_with(
-        Isa::detected(),
-        a,
-        b,
-        a.len(),
-        &mut Columns::all(&mut out, 1),
-    );
+    let a = Weights::row_major(a, a.len());
+    dot_rows_with(Isa::detected(), a, b, &mut Columns::all(&mut out, 1));
     out[0]
 }
 
-/// `dst.row(r)[o] = w[o] · x[r]` for each weight row `o` and input row `r`.
-pub(crate) fn dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
-    dot_rows_with(Isa::detected(), w, x, features, dst)
+/// `dst.row(r)[o] = w[o] · x[r]` for each weight row `o` and input row `r`, where `x` holds
+/// `dst.rows()` rows of equal length, of which the first `w.features()` floats are the inputs
+/// (the rest may pad the rows apart).
+pub(crate) fn dot_rows(w: Weights, x: &[f32], dst: &mut Columns) {
+    dot_rows_with(Isa::detected(), w, x, dst)
 }
 
 /// [`dot_rows`] on a given path (which the CPU must support).
-pub(crate) fn dot_rows_with(isa: Isa, w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
-    let rows = x.len() / features;
-    let outputs = w.len() / features;
+pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) {
+    let rows = dst.rows();
+    let outputs = w.outputs();
     assert!(
-        dst.rows() == rows && dst.width() >= outputs,
-        "dot_rows: {rows} rows of {outputs} outputs into {} of {}",
-        dst.rows(),
+        x.len().is_multiple_of(rows) && x.len() / rows >= w.features() && dst.width() >= outputs,
+        "dot_rows: {} inputs of {} features as {rows} rows, {outputs} outputs into {}",
+        x.len(),
+        w.features(),
         dst.width()
     );
     match isa {
         // SAFETY: callers pass a path from `Isa::supported`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::dot_rows_avx512(w, x, features, dst) },
+        Isa::Avx512 => unsafe { x86::dot_rows_avx512(w, x, dst) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, features, dst) },
-        _ => portable_dot_rows(w, x, features, dst),
+        Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, dst) },
+        _ => portable_dot_rows(w, x, dst),
     }
 }
 
@@ -329,31 +332,31 @@ fn finish(lanes: &[f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
         .fold(fold_lanes(lanes), |s, (x, y)| x.mul_add(*y, s))
 }
 
-fn portable_dot_rows(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
+fn portable_dot_rows(w: Weights, x: &[f32], dst: &mut Columns) {
+    let features = w.features();
     let whole = features / LANES * LANES;
-    for (o, w_row) in w.chunks_exact(features).enumerate() {
-        for (r, x_row) in x.chunks_exact(features).enumerate() {
+    for o in 0..w.outputs() {
+        for (r, x_row) in x.chunks_exact(x.len() / dst.rows()).enumerate() {
             let mut lanes = [0f32; LANES];
-            for (wc, xc) in w_row[..whole]
-                .chunks_exact(LANES)
-                .zip(x_row[..whole].chunks_exact(LANES))
-            {
+            for (wc, xc) in w.pieces(o).zip(x_row[..whole].chunks_exact(LANES)) {
                 for j in 0..LANES {
                     lanes[j] = wc[j].mul_add(xc[j], lanes[j]);
                 }
             }
-            dst.row(r)[o] = finish(&lanes, &w_row[whole..], &x_row[whole..]);
+            dst.row(r)[o] = finish(&lanes, w.tail(o), &x_row[whole..features]);
         }
     }
 }
 
 mod columns;
 mod gelu;
+mod weights;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
+pub(crate) use weights::{WeightMatrix, Weights};
 
 /// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
 /// accumulators, reused across calls (a forward pass makes hundreds of products).
@@ -391,20 +394,25 @@ mod tests {
     fn every_path_gives_the_same_bits_for_every_shape() {
         for features in [1, 15, 16, 17, 48, 200, 256, 528] {
             for outputs in [1, 7, 8, 9, 17, 24, 25, 50] {
+                let w = pseudo_random(outputs * features, 3);
+                let packed = [4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
                 for rows in [1, 2, 3, 4, 5, 8, 9, 17, 33] {
-                    let w = pseudo_random(outputs * features, 3);
                     let x = pseudo_random(rows * features, 5);
                     let mut reference = vec![0f32; outputs * rows];
                     let mut out = Columns::all(&mut reference, rows);
-                    dot_rows_with(Isa::Portable, &w, &x, features, &mut out);
+                    let row_major = Weights::row_major(&w, features);
+                    dot_rows_with(Isa::Portable, row_major, &x, &mut out);
                     for isa in Isa::supported() {
-                        let mut got = vec![0f32; outputs * rows];
-                        dot_rows_with(isa, &w, &x, features, &mut Columns::all(&mut got, rows));
-                        let same = got
-                            .iter()
-                            .zip(&reference)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(same, "{isa:?}: {outputs}x{features} by {rows} rows");
+                        let layouts = [row_major, packed[0].view(), packed[1].view()];
+                        for weights in layouts {
+                            let mut got = vec![0f32; outputs * rows];
+                            dot_rows_with(isa, weights, &x, &mut Columns::all(&mut got, rows));
+                            let same = got
+                                .iter()
+                                .zip(&reference)
+                                .all(|(a, b)| a.to_bits() == b.to_bits());
+                            assert!(same, "{isa:?}: {outputs}x{features} by {rows} rows");
+                        }
                     }
                 }
             }
@@ -415,18 +423,22 @@ mod tests {
     fn a_row_gets_the_same_bits_alone_or_in_a_block_on_every_path() {
         for (features, outputs) in [(200, 19), (512, 53)] {
             let w = pseudo_random(outputs * features, 7);
+            let packed = [4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
             let x = pseudo_random(33 * features, 9);
             for isa in Isa::supported() {
-                for rows in 1..=33 {
-                    let mut block = vec![0f32; outputs * rows];
-                    let mut out = Columns::all(&mut block, rows);
-                    dot_rows_with(isa, &w, &x[..rows * features], features, &mut out);
-                    for r in 0..rows {
-                        let mut alone = vec![0f32; outputs];
-                        let row = &x[r * features..][..features];
-                        dot_rows_with(isa, &w, row, features, &mut Columns::all(&mut alone, 1));
-                        let together = &block[r * outputs..][..outputs];
-                        assert_eq!(alone, together, "{isa:?}: row {r} of {rows}");
+                let row_major = Weights::row_major(&w, features);
+                for weights in [row_major, packed[0].view(), packed[1].view()] {
+                    for rows in 1..=33 {
+                        let mut block = vec![0f32; outputs * rows];
+                        let mut out = Columns::all(&mut block, rows);
+                        dot_rows_with(isa, weights, &x[..rows * features], &mut out);
+                        for r in 0..rows {
+                            let mut alone = vec![0f32; outputs];
+                            let row = &x[r * features..][..features];
+                            dot_rows_with(isa, weights, row, &mut Columns::all(&mut alone, 1));
+                            let together = &block[r * outputs..][..outputs];
+                            assert_eq!(alone, together, "{isa:?}: row {r} of {rows}");
+                        }
                     }
                 }
             }
@@ -439,19 +451,20 @@ mod tests {
         let w = pseudo_random(outputs * features, 15);
         let x = pseudo_random(rows * features, 17);
         let mut whole = vec![0f32; rows * outputs];
+        let row_major = Weights::row_major(&w, features);
         dot_rows_with(
             Isa::Portable,
-            &w,
+            row_major,
             &x,
-            features,
             &mut Columns::all(&mut whole, rows),
         );
+        let packed = WeightMatrix::packed(&w, outputs, 8);
         for isa in Isa::supported() {
             let mut wide = vec![f32::NAN; rows * stride];
             // SAFETY: `wide` outlives the window, the only access to it meanwhile.
             let mut window =
                 unsafe { Columns::window(wide.as_mut_ptr(), stride, rows, first, outputs) };
-            dot_rows_with(isa, &w, &x, features, &mut window);
+            dot_rows_with(isa, packed.view(), &x, &mut window);
             for (r, row) in wide.chunks(stride).enumerate() {
                 assert_eq!(
                     &row[first..first + outputs],
@@ -459,6 +472,36 @@ mod tests {
                 );
                 let outside = row[..first].iter().chain(&row[first + outputs..]);
                 assert!(outside.into_iter().all(|v| v.is_nan()), "{isa:?}: row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_of_some_packs_equals_those_rows_of_the_whole() {
+        let (features, outputs, rows) = (64, 50, 3);
+        let w = pseudo_random(outputs * features, 19);
+        let x = pseudo_random(rows * features, 21);
+        let packed = WeightMatrix::packed(&w, outputs, 4);
+        let mut whole = vec![0f32; rows * outputs];
+        dot_rows_with(
+            Isa::Portable,
+            packed.view(),
+            &x,
+            &mut Columns::all(&mut whole, rows),
+        );
+        for isa in Isa::supported() {
+            for part in [0..24, 24..48, 48..50, 16..50] {
+                let mut got = vec![0f32; rows * part.len()];
+                let weights = packed.view().rows(part.clone());
+                dot_rows_with(isa, weights, &x, &mut Columns::all(&mut got, rows));
+                for r in 0..rows {
+                    let expected = &whole[r * outputs..][part.clone()];
+                    assert_eq!(
+                        &got[r * part.len()..][..part.len()],
+                        expected,
+                        "{isa:?} {part:?}"
+                    );
+                }
             }
         }
     }

@@ -8,7 +8,8 @@ use super::aligned::AlignedF32;
 use super::config::Activation;
 use super::error::Result;
 use super::kernels::{
-    dot_rows, gelu_erf_in_place, parallel_columns, with_cpu_f32, Columns, ROW_GROUP,
+    dot_rows, gelu_erf_in_place, parallel_columns, with_cpu_f32, Columns, WeightMatrix, Weights,
+    ROW_GROUP,
 };
 use candle_core::op::{Gelu, Relu, Silu, UnaryOpT};
 use candle_core::{DType, Device, Tensor};
@@ -24,16 +25,16 @@ enum Weight {
         weight: Tensor,
         bias: Option<Tensor>,
     },
-    /// For the CPU kernels: the same `[out, in]` matrix, copied to start on a cache line (the
-    /// tensor is dropped).
+    /// For the CPU kernels: the same `[out, in]` matrix, copied into their layout (the tensor
+    /// is dropped).
     CpuF32 {
-        data: AlignedF32,
-        outputs: usize,
+        matrix: WeightMatrix,
         bias: Option<Vec<f32>>,
     },
 }
 
-/// Output features per parallel task: one group of the kernels' tiles.
+/// Output features per parallel task: one group of the kernels' tiles (whole packs, so that a
+/// task's rows are a matrix of their own).
 const ROWS_PER_TASK: usize = ROW_GROUP;
 
 impl Linear {
@@ -41,8 +42,7 @@ impl Linear {
         let weight = if matches!(weight.device(), Device::Cpu) && weight.dtype() == DType::F32 {
             let (outputs, _) = weight.dims2()?;
             Weight::CpuF32 {
-                data: with_cpu_f32(&weight, AlignedF32::from_slice)?,
-                outputs,
+                matrix: with_cpu_f32(&weight, |data| WeightMatrix::new(data, outputs))?,
                 bias: bias.map(|b| b.to_vec1()).transpose()?,
             }
         } else {
@@ -63,14 +63,9 @@ impl Linear {
         let (batch, rows, features) = x.dims3()?;
         let x2 = x.reshape((batch * rows, features))?;
         let y = match &self.weight {
-            Weight::CpuF32 {
-                data,
-                outputs,
-                bias,
-            } => {
+            Weight::CpuF32 { matrix, bias } => {
                 let out = Product {
-                    weight: data.as_slice(),
-                    outputs: *outputs,
+                    weight: matrix.view(),
                     bias: bias.as_deref(),
                     activation,
                 };
@@ -92,10 +87,14 @@ impl Linear {
     }
 }
 
+/// Floats between one input row's end and the next row's start when several share a product:
+/// rows a multiple of 4 KiB long (1024 features) otherwise all map to the same few L1 sets,
+/// and a tile reading 8 of them at once evicts its own inputs.
+const ROW_PAD: usize = 16;
+
 /// One product on the CPU kernels.
 struct Product<'a> {
-    weight: &'a [f32],
-    outputs: usize,
+    weight: Weights<'a>,
     bias: Option<&'a [f32]>,
     activation: Option<Activation>,
 }
@@ -108,28 +107,45 @@ impl Product<'_> {
             static INPUTS: std::cell::RefCell<AlignedF32> = std::cell::RefCell::default();
         }
         let (rows, features) = x.dims2()?;
+        if features != self.weight.features() {
+            return Err(candle_core::Error::ShapeMismatchBinaryOp {
+                lhs: x.shape().clone(),
+                rhs: (self.weight.outputs(), self.weight.features()).into(),
+                op: "linear",
+            }
+            .into());
+        }
         let out = with_cpu_f32(x, |data| {
             INPUTS.with(|cell| {
                 let mut inputs = cell.borrow_mut();
-                inputs.assign(data);
-                self.product(inputs.as_slice(), rows, features)
+                let stride = if rows > 1 {
+                    features + ROW_PAD
+                } else {
+                    features
+                };
+                inputs.assign_rows(data, features, stride);
+                self.product(inputs.as_slice(), rows)
             })
         })?;
-        Ok(Tensor::from_vec(out, (rows, self.outputs), x.device())?)
+        Ok(Tensor::from_vec(
+            out,
+            (rows, self.weight.outputs()),
+            x.device(),
+        )?)
     }
 
-    /// The row-major `[rows, outputs]` result for `rows` inputs of `features` each.
-    fn product(&self, inputs: &[f32], rows: usize, features: usize) -> Vec<f32> {
-        let mut out = vec![0f32; rows * self.outputs];
+    /// The row-major `[rows, outputs]` result for `rows` inputs, rows of equal length.
+    fn product(&self, inputs: &[f32], rows: usize) -> Vec<f32> {
+        let outputs = self.weight.outputs();
+        let mut out = vec![0f32; rows * outputs];
         // Each task fills its outputs' columns of every row.
         let task = |groups: std::ops::Range<usize>, mut dst: Columns| {
             let first = groups.start * ROWS_PER_TASK;
             let outs = first..first + dst.width();
-            let w = &self.weight[outs.start * features..outs.end * features];
-            dot_rows(w, inputs, features, &mut dst);
+            dot_rows(self.weight.rows(outs.clone()), inputs, &mut dst);
             self.finish(outs, dst);
         };
-        let work = self.outputs * features * rows;
+        let work = outputs * self.weight.features() * rows;
         parallel_columns(&mut out, rows, ROWS_PER_TASK, work, task);
         out
     }

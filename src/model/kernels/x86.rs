@@ -5,41 +5,44 @@
 //! block) is swept by tiles of `O` weight rows by the block's `R` input rows, whose `O * R`
 //! 16-lane accumulators stay in registers.
 //! - One input row: the product is a read of the weights (memory-bound), written against
-//!   keeping enough loads in flight to saturate memory.
-//! - Several: it is multiply-adds (compute-bound), written against the two FMA ports and two
+//!   keeping enough loads in flight to saturate memory. A tile is one pack of the weights'
+//!   layout ([`Weights`]), which it reads as a single sequential stream.
+//! - Several: it is multiply-adds (compute-bound), written against the FMA units and two
 //!   loads per cycle. Features go in chunks of [`CHUNK`], so that a chunk of the group's
 //!   weights and of every input row stays in L1 while all the blocks sweep it, and each weight
 //!   byte comes from memory once. Accumulators are parked in a small aligned buffer between
 //!   chunks: an exact store and load, so lane `j` of every dot still adds its products in
 //!   order of feature and the bits do not depend on the cut.
-//!   The hardware prefetchers lose track of a group's 24 interleaved 1 KiB streams, so the
-//!   first block prefetches the next chunk by hand.
+//!   The hardware prefetchers do not fetch a group's next chunk in time (a Pythia-410M 8-row
+//!   pass without the hand prefetch: 118 against 74 ms), so the first block prefetches it.
 //!
-//! Tried on Pythia-410M's shape and measured slower (weights alone, 2 threads; this layout:
-//! about 63 ms for 8 rows, 145 ms for 32): weights packed at load so that a tile's rows lie 64
-//! bytes apart and a sweep reads them in address order (118 ms for 8 rows), and a BLAS-style
-//! micro-kernel over 32-output panels with the inputs broadcast, one FMA chain per output
-//! (84 and 187 ms).
+//! Tried on Pythia-410M's shape and measured slower: chunks of 128, 512 and whole rows (8
+//! rows: 58, 61 and 70 against 56 ms), and a BLAS-style micro-kernel over 32-output panels with
+//! the inputs broadcast, one FMA chain per output (84 against 63 ms for 8 rows).
 //!
 //! The 16-lane folds run 16 outputs of one input row at a time (then 8; AVX2: 8) as shuffles
 //! and vector adds, pairing lanes exactly as the scalar fold does, which cost about as much as
 //! the products themselves for 1024 features. They write each row's outputs straight into the
 //! row-major result, so a product of several rows needs no transposing copy.
 
-use super::{finish, with_park, Columns, LANES, ROW_GROUP as GROUP};
+use super::{finish, with_park, Columns, Weights, LANES, ROW_GROUP as GROUP};
 use std::arch::x86_64::*;
 
 /// Features per chunk when several input rows share the product.
 const CHUNK: usize = 256;
 
-/// One tile's place, as raw pointers checked by the sweep: weight row 0 and input row 0 at
-/// the chunk's first feature (rows `features` apart), and the parking slot of accumulator
-/// (0, 0); accumulator (oi, ri) parks `(oi * rows + ri) * LANES` floats further.
+/// One tile's place, as raw pointers checked by the sweep: its first weight row `row` of
+/// `weights` (whose data starts at `w`) and input row 0 (rows `x_stride` apart), both at the
+/// chunk's first feature `feature`, and the parking slot of accumulator (0, 0); accumulator
+/// (oi, ri) parks `(oi * rows + ri) * LANES` floats further.
 #[derive(Clone, Copy)]
-struct Tile {
+struct Tile<'a> {
     w: *const f32,
+    weights: Weights<'a>,
+    row: usize,
+    feature: usize,
     x: *const f32,
-    features: usize,
+    x_stride: usize,
     steps: usize,
     rows: usize,
     park: *mut f32,
@@ -50,22 +53,35 @@ struct Tile {
     ahead: Option<usize>,
 }
 
-impl Tile {
+impl Tile<'_> {
     #[inline(always)]
     fn slot(&self, oi: usize, ri: usize) -> *mut f32 {
         self.park.wrapping_add((oi * self.rows + ri) * LANES)
+    }
+
+    /// The chunk's first 16 weights of the tile's rows; each row's next 16 lie
+    /// `weights.step_stride()` floats further.
+    #[inline(always)]
+    fn weight_rows<const O: usize>(&self) -> [*const f32; O] {
+        std::array::from_fn(|oi| {
+            let at = self.weights.offset(self.row + oi, self.feature);
+            self.w.wrapping_add(at)
+        })
     }
 }
 
 /// Sweeps the product with `$tile::<O, R>`, `$shape` mapping a block of R input rows
 /// to the register tile height O, then folds each group with `$folds` (widest first).
 macro_rules! sweep {
-    ($tile:ident, $shape:ident, $max_block:expr, $folds:expr, $w:expr, $x:expr, $features:expr, $dst:expr) => {{
-        let (w, x, features, dst): (&[f32], &[f32], usize, &mut Columns) =
-            ($w, $x, $features, $dst);
-        let rows = x.len() / features;
-        let outputs = w.len() / features;
-        assert!(dst.width() >= outputs && dst.rows() == rows && rows * features == x.len());
+    ($tile:ident, $shape:ident, $max_block:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
+        let (w, x, dst): (Weights, &[f32], &mut Columns) = ($w, $x, $dst);
+        let features = w.features();
+        let rows = dst.rows();
+        let x_stride = x.len() / rows;
+        let outputs = w.outputs();
+        let base = w.data().as_ptr();
+        let stride = w.step_stride();
+        assert!(dst.width() >= outputs && x_stride >= features && rows * x_stride == x.len());
         let steps = features / LANES;
         let chunk = if rows == 1 {
             steps.max(1)
@@ -80,17 +96,20 @@ macro_rules! sweep {
                 loop {
                     let s1 = (s0 + chunk).min(steps);
                     let ahead = if s1 < steps {
-                        (s1 - s0) * LANES
+                        (s1 - s0) * stride
                     } else {
-                        GROUP * features - s0 * LANES
+                        GROUP * features - s0 * stride
                     };
                     let mut r = 0;
                     while r < rows {
                         let block = (rows - r).min($max_block);
                         let t = Tile {
-                            w: w[g * features + s0 * LANES..].as_ptr(),
-                            x: x[r * features + s0 * LANES..].as_ptr(),
-                            features,
+                            w: base,
+                            weights: w,
+                            row: g,
+                            feature: s0 * LANES,
+                            x: x[r * x_stride + s0 * LANES..].as_ptr(),
+                            x_stride,
                             steps: s1 - s0,
                             rows,
                             park: park[r * LANES..].as_mut_ptr(),
@@ -103,7 +122,7 @@ macro_rules! sweep {
                                 let mut gi = 0;
                                 while gi < height {
                                     let at = Tile {
-                                        w: t.w.wrapping_add(gi * features),
+                                        row: t.row + gi,
                                         park: t.park.wrapping_add(gi * rows * LANES),
                                         ..t
                                     };
@@ -149,7 +168,7 @@ macro_rules! sweep {
                     // SAFETY: `$folds` run on this CPU; the group's slots are parked.
                     unsafe { group.fold(park, $folds, dst) };
                 } else {
-                    group.finish_with_tails(w, x, features, park, dst);
+                    group.finish_with_tails(w, x, park, dst);
                 }
                 g += height;
             }
@@ -181,17 +200,17 @@ const fn shape_avx2(r: usize) -> usize {
 /// # Safety
 /// The CPU must have AVX-512F and AVX2 (for the 8-wide folds).
 #[target_feature(enable = "avx512f,avx2")]
-pub(super) fn dot_rows_avx512(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
+pub(super) fn dot_rows_avx512(w: Weights, x: &[f32], dst: &mut Columns) {
     let folds: &[Fold] = &[(16, Avx512::fold), (8, Avx2::fold)];
-    sweep!(tile_avx512, shape_avx512, 8, folds, w, x, features, dst)
+    sweep!(tile_avx512, shape_avx512, 8, folds, w, x, dst)
 }
 
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut Columns) {
+pub(super) fn dot_rows_avx2(w: Weights, x: &[f32], dst: &mut Columns) {
     let folds: &[Fold] = &[(8, Avx2::fold)];
-    sweep!(tile_avx2, shape_avx2, 6, folds, w, x, features, dst)
+    sweep!(tile_avx2, shape_avx2, 6, folds, w, x, dst)
 }
 
 /// One 16-lane register per (weight row, input row), over the tile's steps.
@@ -200,7 +219,7 @@ pub(super) fn dot_rows_avx2(w: &[f32], x: &[f32], features: usize, dst: &mut Col
 /// Runs only inlined into an AVX-512F function; the tile's rows and slots must be in range.
 #[inline(always)]
 unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
-    let f = t.features;
+    let f = t.x_stride;
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); R]; O];
         if !t.first {
@@ -210,10 +229,12 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
                 }
             }
         }
+        let weight_rows = t.weight_rows::<O>();
+        let stride = t.weights.step_stride();
         for step in 0..t.steps {
             let i = step * LANES;
             let weight = |oi: usize| {
-                let at = t.w.add(oi * f + i);
+                let at = weight_rows[oi].add(step * stride);
                 if let Some(ahead) = t.ahead {
                     _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
                 }
@@ -237,7 +258,7 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
 /// Runs only inlined into an AVX2+FMA function; as [`tile_avx512`].
 #[inline(always)]
 unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
-    let f = t.features;
+    let f = t.x_stride;
     unsafe {
         let mut acc = [[[_mm256_setzero_ps(); R]; O]; 2];
         if !t.first {
@@ -249,11 +270,13 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
                 }
             }
         }
+        let weight_rows = t.weight_rows::<O>();
+        let stride = t.weights.step_stride();
         for step in 0..t.steps {
             for (half, acc) in acc.iter_mut().enumerate() {
                 let i = step * LANES + 8 * half;
                 let weight = |oi: usize| {
-                    let at = t.w.add(oi * f + i);
+                    let at = weight_rows[oi].add(step * stride + 8 * half);
                     if let (Some(ahead), 0) = (t.ahead, half) {
                         _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
                     }
@@ -343,20 +366,15 @@ impl Group {
     }
 
     /// The scalar fold for products whose features end in a tail past the last whole 16.
-    fn finish_with_tails(
-        &self,
-        w: &[f32],
-        x: &[f32],
-        features: usize,
-        park: &[f32],
-        dst: &mut Columns,
-    ) {
+    fn finish_with_tails(&self, w: Weights, x: &[f32], park: &[f32], dst: &mut Columns) {
+        let features = w.features();
         let whole = features / LANES * LANES;
+        let x_stride = x.len() / self.rows;
         for gi in 0..self.height {
             let o = self.first + gi;
-            let w_tail = &w[o * features..][whole..features];
+            let w_tail = w.tail(o);
             for r in 0..self.rows {
-                let x_tail = &x[r * features..][whole..features];
+                let x_tail = &x[r * x_stride..][whole..features];
                 let slot = park_slot(park, gi * self.rows + r);
                 dst.row(r)[o] = finish(slot, w_tail, x_tail);
             }
