@@ -65,14 +65,22 @@ fn prompt(vocab: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Runs warm-ups then timed repeats; prints mean ± std tokens/s and returns the mean.
+/// One method's timed repeats.
+struct Measured {
+    /// Mean tokens/s over the repeats, prefill included.
+    tokens_per_s: f64,
+    /// Median time per output token after the first (the decoding steps alone), ms.
+    tpot_ms: Option<f64>,
+}
+
+/// Runs warm-ups then timed repeats; prints mean ± std tokens/s.
 fn measure(
     label: &str,
     method: &Method,
     target: &GptNeox,
     draft: Option<&GptNeox>,
     opts: &Options,
-) -> f64 {
+) -> Measured {
     let settings = GenerationSettings {
         max_new_tokens: opts.tokens,
         stop_at_eos: false,
@@ -102,7 +110,11 @@ fn measure(
         last.draft_s * 1e3,
         last.verify_s * 1e3
     );
-    mean
+    let tpots: Vec<f64> = metrics.iter().filter_map(|m| m.tpot_ms).collect();
+    Measured {
+        tokens_per_s: mean,
+        tpot_ms: (!tpots.is_empty()).then(|| median(tpots)),
+    }
 }
 
 /// Read bandwidth, GB/s: the best of `passes` passes of every compute thread summing its share
@@ -208,6 +220,9 @@ struct PassCost {
     x_one_row: f64,
     /// Median of (weight bytes / block pass) / (read rate of the ceiling's buffer), in %.
     pct_ceiling: f64,
+    /// Median of (1-row pass - weight bytes / read rate of the ceiling's buffer), µs, paired
+    /// within each repeat; `None` for a model served from cache, which no such read measures.
+    paired_fixed_micros: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -239,7 +254,8 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
     // A model that fits in cache is not bound by memory, and reading the ceiling's buffer
     // would evict it before every pass: its passes are set against the ceiling measured first.
     let from_memory = model.streamed_bytes() > 2 * largest_cache_bytes();
-    let (mut micros, mut ratios, mut pcts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut micros, mut ratios, mut pcts, mut fixed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..repeats {
         let read_gbs = if from_memory {
             ceilings.read_now()
@@ -251,11 +267,13 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
         micros.push(seconds * 1e6);
         ratios.push(seconds / one_row);
         pcts.push(100.0 * bytes / seconds / 1e9 / read_gbs);
+        fixed.push((one_row - bytes / (read_gbs * 1e9)) * 1e6);
     }
     PassCost {
         micros: median(micros),
         x_one_row: median(ratios),
         pct_ceiling: median(pcts),
+        paired_fixed_micros: from_memory.then(|| median(fixed)),
     }
 }
 
@@ -282,13 +300,12 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
         .map(|&n| (format!("chain {n}"), chain(n)))
         .collect();
     blocks.push(("tree 32".into(), binary_tree_parents(32)));
-    let mut one_row = None;
+    let mut one_row: Option<PassCost> = None;
     for (label, parents) in &blocks {
         // On the compute pool's thread, as decoding runs its passes: a pass called from
         // outside hops onto that thread and back (two wake-ups), which a generation pays once.
         let cost = compute_pool().install(|| pass_cost(model, parents, ceilings, 0.5));
         let us = cost.micros;
-        one_row.get_or_insert(us);
         let gbs = bytes / (us * 1e3);
         let compute_us = parents.len() as f64 * fmas_per_row / ceilings.fma_per_s * 1e6;
         let roofline_us = floor_us.max(compute_us);
@@ -299,18 +316,31 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
             roofline_us / floor_us,
             100.0 * roofline_us / us
         );
+        one_row.get_or_insert(cost);
     }
     if let Some(base) = one_row {
-        // A model that fits in cache streams its weights faster than the memory ceiling: its
-        // fixed cost is the 1-row pass minus what reading its bytes costs at that size.
-        let at_size = read_rate_at(model.streamed_bytes());
-        let floor_at_size = bytes / (at_size * 1e3);
-        println!(
-            "  fixed cost per pass: {:.0} µs (1-row pass minus bytes / ceiling); {:.0} µs against the {at_size:.1} GB/s this machine reads {:.1} MB at",
-            base - floor_us,
-            base - floor_at_size,
-            bytes / 1e6
-        );
+        print_fixed_cost(&base, bytes);
+    }
+}
+
+/// What a 1-row pass costs beyond streaming its weights. Bandwidth drifts, so a model read from
+/// memory is set against reads taken in the same repeats as its passes (the ceiling measured
+/// first can be slower than a later pass, which made this figure negative). A model that fits in
+/// cache streams its weights faster than the memory ceiling: it is set against the rate this
+/// machine reads that many bytes at, again and again, from cache.
+fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
+    match one_row.paired_fixed_micros {
+        Some(fixed) => println!(
+            "  fixed cost per pass: {fixed:.0} µs (median over repeats of the 1-row pass minus its bytes at a read of the ceiling's buffer in the same repeat)"
+        ),
+        None => {
+            let at_size = read_rate_at(bytes as usize);
+            println!(
+                "  fixed cost per pass: {:.0} µs (1-row pass minus its bytes at the {at_size:.1} GB/s this machine reads {:.1} MB at, from cache)",
+                one_row.micros - bytes / (at_size * 1e3),
+                bytes / 1e6
+            );
+        }
     }
 }
 
@@ -362,7 +392,7 @@ fn tiny_pair(opts: &Options, ceilings: &Ceilings) {
             continue;
         }
         let draft = method.needs_draft().then_some(&draft);
-        let rate = measure(label, method, &target, draft, opts);
+        let rate = measure(label, method, &target, draft, opts).tokens_per_s;
         match ar {
             None => ar = Some(rate),
             Some(base) => println!("{:<34} speedup over AR {:.2}x", "", rate / base),
@@ -483,14 +513,26 @@ fn main() {
         println!("\nPythia-410M shape ({}), f32 CPU", dir.display());
         let target = load(&dir);
         pass_cost_by_block(&target, "pythia-410m shape", &ceilings);
-        let rate = measure("ar", &Method::Ar, &target, None, &opts);
-        let gbs = rate * target.streamed_bytes() as f64 / 1e9;
+        let ar = measure("ar", &Method::Ar, &target, None, &opts);
+        let bytes = target.streamed_bytes() as f64;
         let read_after = read_rate(&ceilings.buffer, 3);
-        println!(
-            "{:<34} {gbs:.1} GB/s of weights (tok/s x bytes per pass, prefill included), {:.0}% of the read ceiling, {:.0}% of the {read_after:.1} GB/s read right after",
-            "",
-            100.0 * gbs / ceilings.read_gbs,
-            100.0 * gbs / read_after
+        let print_rate = |gbs: f64, what: &str| {
+            println!(
+                "{:<34} {gbs:.1} GB/s of weights ({what}), {:.0}% of the read ceiling, {:.0}% of the {read_after:.1} GB/s read right after",
+                "",
+                100.0 * gbs / ceilings.read_gbs,
+                100.0 * gbs / read_after
+            )
+        };
+        print_rate(
+            ar.tokens_per_s * bytes / 1e9,
+            "tok/s x bytes per pass, prefill included",
         );
+        if let Some(tpot_ms) = ar.tpot_ms {
+            print_rate(
+                bytes / tpot_ms / 1e6,
+                "bytes per pass / median TPOT: decoding steps only",
+            );
+        }
     }
 }
