@@ -34,8 +34,9 @@ const CHUNK: usize = 256;
 
 /// How far ahead of its loads (floats) a one-row AVX-512 tile prefetches into L2: 6 KiB, 12
 /// steps of an 8-row pack. On Zen 4 the hardware prefetchers alone kept too few lines in flight:
-/// a Pythia-410M 1-row pass, paired against a read of as many bytes, ran 8-12% faster with it
-/// (82-87% of that read → 91-94%); 1024 and 2048 floats did a little less, 4096 and 8192 none.
+/// a Pythia-410M 1-row pass, paired against a read of as many bytes, ran 5-12% faster with it
+/// (82-87% of that read → 91-94% at 27-31 GB/s; 72-73% → 81-84% at ~40 GB/s); 1024 and 2048
+/// floats did a little less, 4096 and 8192 none.
 /// Into L1 or non-temporal it gained nothing, and on AVX2 it was neutral or slower.
 const AVX512_ONE_ROW_AHEAD: usize = 1536;
 
@@ -92,9 +93,10 @@ impl Tile<'_> {
 macro_rules! sweep {
     ($tile:ident, $shape:ident, $max_block:expr, $one_row_ahead:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
         let (w, x, dst): (Weights, &[f32], &mut Columns) = ($w, $x, $dst);
-        let one_row_ahead: Option<usize> = $one_row_ahead;
         let features = w.features();
         let rows = dst.rows();
+        let one_row_ahead: Option<usize> =
+            ($one_row_ahead).filter(|&d| rows == 1 && w.data().len() >= LONG_STREAM * d);
         let x_stride = x.len() / rows;
         let outputs = w.outputs();
         let base = w.data().as_ptr();
@@ -133,7 +135,7 @@ macro_rules! sweep {
                             park: park[r * LANES..].as_mut_ptr(),
                             first: s0 == 0,
                             ahead: if rows == 1 {
-                                one_row_ahead.filter(|&d| w.data().len() >= LONG_STREAM * d)
+                                one_row_ahead
                             } else {
                                 (r == 0).then_some(ahead)
                             },
