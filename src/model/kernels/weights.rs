@@ -40,7 +40,7 @@ impl WeightMatrix {
             let data = AlignedF32::from_slice(row_major);
             return Self::from_parts(data, outputs, features, 1);
         }
-        let mut data = AlignedF32::zeros(outputs.div_ceil(pack) * pack * features);
+        let mut data = AlignedF32::zeros_on_huge_pages(outputs.div_ceil(pack) * pack * features);
         let layout = Weights {
             data: &[],
             outputs,
