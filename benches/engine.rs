@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use dynatree::decode::{self, GenerationSettings, Method, Metrics, Schedule, TreeParams};
-use dynatree::model::{compute_pool, GptNeox, HubSettings, ModelFiles, ModelSource};
+use dynatree::model::{compute_pool, GptNeox, HubSettings, ModelFiles, ModelSource, ReadStream};
 
 struct Options {
     tokens: usize,
@@ -118,12 +118,13 @@ fn measure(
 }
 
 /// Read bandwidth, GB/s: the best of `passes` passes of every compute thread summing its share
-/// of `buffer` (STREAM-like, with the widest loads this CPU has, on the kernels' own threads).
-fn read_rate(buffer: &[f32], passes: usize) -> f64 {
+/// of `buffer` as `stream` says (STREAM-like, with the widest loads this CPU has, on the kernels'
+/// own threads).
+fn read_rate(buffer: &[f32], stream: ReadStream, passes: usize) -> f64 {
     let best = (0..passes)
         .map(|_| {
             let start = std::time::Instant::now();
-            std::hint::black_box(dynatree::model::read_sum(buffer));
+            std::hint::black_box(dynatree::model::read_sum(buffer, stream));
             start.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min);
@@ -169,35 +170,94 @@ fn ones(bytes: usize, huge: bool) -> Vec<f32> {
     buffer
 }
 
-/// The machine's read ceiling, GB/s: the better of ordinary and huge pages over a buffer 8x the
-/// largest cache (at least 1 GiB), so that no pass is served from cache.
-/// Returns the ceiling and the buffer that reached it, kept for the reads that `pass_cost`
-/// pairs with passes.
-fn read_ceiling() -> (f64, Vec<f32>) {
+/// This process's anonymous memory on transparent huge pages, MB (`None` off Linux).
+fn huge_page_mb() -> Option<f64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))?;
+    let kib: f64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024.0 / 1e6)
+}
+
+/// The kernel's transparent huge page mode (`always`, `madvise` or `never`).
+fn huge_page_mode() -> String {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .ok()
+        .and_then(|modes| {
+            let (_, rest) = modes.split_once('[')?;
+            Some(rest.split_once(']')?.0.to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Loads the model at `dir`, saying how much of what the load allocated went on huge pages:
+/// the weights ask for them, and where the kernel refuses, a pass streams them more slowly.
+fn load_reporting_huge_pages(dir: &Path) -> GptNeox {
+    let before = huge_page_mb();
+    let model = load(dir);
+    if let (Some(before), Some(after)) = (before, huge_page_mb()) {
+        println!(
+            "the load put {:.1} MB on transparent huge pages (of {:.1} MB of weights; THP mode: {})",
+            after - before,
+            model.streamed_bytes() as f64 / 1e6,
+            huge_page_mode()
+        );
+    }
+    model
+}
+
+/// The machine's read ceiling, GB/s: the best of plain and prefetching reads on ordinary and
+/// huge pages over a buffer 8x the largest cache (at least 1 GiB), so that no pass is served
+/// from cache. The kernels' one-row pass prefetches, and on Zen 4 it outran a plain read, so
+/// a ceiling of plain reads alone would overstate every percentage.
+/// Returns the ceiling, the buffer and the stream that reached it, kept for the reads that
+/// `pass_cost` pairs with passes.
+fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
     let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 4 << 30);
+    let streams = [ReadStream::Plain, ReadStream::Prefetched];
     // One buffer at a time (each up to 4 GiB): the plain one is made again if it wins.
     let plain_buffer = ones(bytes, false);
-    let plain = read_rate(&plain_buffer, 5);
+    let plain = streams.map(|stream| read_rate(&plain_buffer, stream, 5));
     drop(plain_buffer);
     let huge_buffer = ones(bytes, true);
-    let huge = read_rate(&huge_buffer, 5);
+    let huge = streams.map(|stream| read_rate(&huge_buffer, stream, 5));
     println!(
-        "read ceiling over {} MiB: {plain:.1} GB/s with 4 KiB pages, {huge:.1} GB/s with huge pages",
-        bytes >> 20
+        "read ceiling over {} MiB: {:.1} GB/s with 4 KiB pages, {:.1} GB/s with huge pages; prefetching: {:.1} and {:.1} GB/s",
+        bytes >> 20,
+        plain[0],
+        huge[0],
+        plain[1],
+        huge[1]
     );
+    let best = |rates: [f64; 2]| {
+        let (k, rate) = if rates[1] > rates[0] {
+            (1, rates[1])
+        } else {
+            (0, rates[0])
+        };
+        (rate, streams[k])
+    };
+    let ((huge, huge_stream), (plain, plain_stream)) = (best(huge), best(plain));
     if huge >= plain {
-        (huge, huge_buffer)
+        (huge, huge_buffer, huge_stream)
     } else {
-        (plain, ones(bytes, false))
+        (plain, ones(bytes, false), plain_stream)
     }
 }
 
 /// The read rate for a working set of `bytes` read again and again, as a model's weights are
-/// pass after pass: from cache when they fit in it.
+/// pass after pass: from cache when they fit in it (the better of plain and prefetching reads).
+/// It reads on the compute pool's thread, as the passes it is set against run: from another
+/// thread each read also paid a hop, which on a read of a few µs
+/// cut the rate it printed to 19 from 150 GB/s in one run.
 fn read_rate_at(bytes: usize) -> f64 {
     let buffer = ones(bytes, false);
-    read_rate(&buffer, 1);
-    read_rate(&buffer, 20)
+    compute_pool().install(|| {
+        read_rate(&buffer, ReadStream::Plain, 1);
+        let rate = |stream| read_rate(&buffer, stream, 20);
+        rate(ReadStream::Plain).max(rate(ReadStream::Prefetched))
+    })
 }
 
 /// Parents of a complete binary tree of `n` nodes laid out breadth first: the shape of a
@@ -469,14 +529,16 @@ struct Ceilings {
     read_gbs: f64,
     /// f32 multiply-adds per second, all compute threads together.
     fma_per_s: f64,
-    /// The buffer the read ceiling was measured on, for reads paired with passes.
+    /// The buffer and the stream the read ceiling was measured with, for reads paired with
+    /// passes.
     buffer: Vec<f32>,
+    stream: ReadStream,
 }
 
 impl Ceilings {
     /// GB/s of one read of the ceiling's buffer, now.
     fn read_now(&self) -> f64 {
-        read_rate(&self.buffer, 1)
+        read_rate(&self.buffer, self.stream, 1)
     }
 }
 
@@ -494,15 +556,17 @@ fn compute_ceiling() -> f64 {
 
 fn main() {
     let opts = options();
-    let (read_gbs, buffer) = read_ceiling();
+    let (read_gbs, buffer, stream) = read_ceiling();
     let ceilings = Ceilings {
         read_gbs,
         fma_per_s: compute_ceiling(),
         buffer,
+        stream,
     };
     println!(
-        "read ceiling {:.1} GB/s, compute ceiling {:.1} G f32 multiply-adds/s ({} threads), kernels {:?}",
+        "read ceiling {:.1} GB/s ({:?} reads), compute ceiling {:.1} G f32 multiply-adds/s ({} threads), kernels {:?}",
         ceilings.read_gbs,
+        ceilings.stream,
         ceilings.fma_per_s / 1e9,
         dynatree::model::compute_threads(),
         dynatree::model::Isa::detected()
@@ -511,11 +575,11 @@ fn main() {
     if opts.pythia_410m {
         let dir = pythia_410m_checkpoint();
         println!("\nPythia-410M shape ({}), f32 CPU", dir.display());
-        let target = load(&dir);
+        let target = load_reporting_huge_pages(&dir);
         pass_cost_by_block(&target, "pythia-410m shape", &ceilings);
         let ar = measure("ar", &Method::Ar, &target, None, &opts);
         let bytes = target.streamed_bytes() as f64;
-        let read_after = read_rate(&ceilings.buffer, 3);
+        let read_after = read_rate(&ceilings.buffer, ceilings.stream, 3);
         let print_rate = |gbs: f64, what: &str| {
             println!(
                 "{:<34} {gbs:.1} GB/s of weights ({what}), {:.0}% of the read ceiling, {:.0}% of the {read_after:.1} GB/s read right after",

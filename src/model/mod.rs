@@ -22,7 +22,7 @@ pub use cache::{chain_parents, KvCache};
 pub use config::NeoxConfig;
 pub use error::{ModelError, Result};
 pub use hub::{HubSettings, ModelSource};
-pub use kernels::{fma_rate, read_sum, Isa};
+pub use kernels::{fma_rate, read_sum, Isa, ReadStream};
 pub use neox::GptNeox;
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightFiles;
