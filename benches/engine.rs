@@ -159,12 +159,8 @@ fn largest_cache_bytes() -> usize {
 /// grants them): fewer TLB misses, the best case of the machine's read bandwidth.
 fn ones(bytes: usize, huge: bool) -> Vec<f32> {
     let mut buffer: Vec<f32> = Vec::with_capacity(bytes / 4);
-    #[cfg(target_os = "linux")]
     if huge {
-        // SAFETY: advice on memory this Vec owns; it changes no contents.
-        unsafe {
-            libc::madvise(buffer.as_mut_ptr().cast(), bytes, libc::MADV_HUGEPAGE);
-        }
+        dynatree::model::advise_huge_pages(buffer.spare_capacity_mut());
     }
     buffer.resize(bytes / 4, 1.0);
     buffer
@@ -230,13 +226,12 @@ fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
         plain[1],
         huge[1]
     );
-    let best = |rates: [f64; 2]| {
-        let (k, rate) = if rates[1] > rates[0] {
-            (1, rates[1])
+    let best = |[plain, prefetched]: [f64; 2]| {
+        if prefetched > plain {
+            (prefetched, ReadStream::Prefetched)
         } else {
-            (0, rates[0])
-        };
-        (rate, streams[k])
+            (plain, ReadStream::Plain)
+        }
     };
     let ((huge, huge_stream), (plain, plain_stream)) = (best(huge), best(plain));
     if huge >= plain {

@@ -84,7 +84,9 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// Asks the kernel to back `memory`'s whole 4 KiB pages with huge pages. Only a hint: where
 /// THP is off, or on other systems, the memory stays on ordinary pages and nothing changes.
-fn advise_huge_pages<T>(memory: &mut [T]) {
+/// `madvise` refuses a start that is not page-aligned, and a large allocation from malloc starts
+/// 16 bytes into its page, so the range is rounded inwards to whole pages.
+pub fn advise_huge_pages<T>(memory: &mut [T]) {
     let (start, bytes) = (memory.as_mut_ptr() as usize, std::mem::size_of_val(memory));
     if bytes < HUGE_PAGE {
         return;
