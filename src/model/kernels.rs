@@ -249,7 +249,7 @@ pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) 
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::dot_rows_avx512(w, x, dst) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, dst) },
+        Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, dst, x86::avx2_one_row_ahead()) },
         _ => portable_dot_rows(w, x, dst),
     }
 }
@@ -466,6 +466,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The AVX2 one-row prefetch runs on Intel only: both ways are checked on any CPU.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_prefetch_changes_no_bits() {
+        if !Isa::supported().contains(&Isa::Avx2) {
+            return;
+        }
+        let (features, outputs) = (1024, 53);
+        let w = pseudo_random(outputs * features, 5);
+        let packed = WeightMatrix::packed(&w, outputs, 4);
+        let x = pseudo_random(features, 6);
+        let run = |ahead: Option<usize>| {
+            let mut out = vec![0f32; outputs];
+            // SAFETY: this CPU runs AVX2 (checked above).
+            unsafe { x86::dot_rows_avx2(packed.view(), &x, &mut Columns::all(&mut out, 1), ahead) };
+            out
+        };
+        assert_eq!(run(Some(1536)), run(None));
+        let mut portable = vec![0f32; outputs];
+        portable_dot_rows(packed.view(), &x, &mut Columns::all(&mut portable, 1));
+        assert_eq!(run(Some(1536)), portable);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - One input row: the product is a read of the weights (memory-bound), written against
 //!   keeping enough loads in flight to saturate memory. A tile is one pack of the weights'
 //!   layout ([`Weights`]), which it reads as a single sequential stream, prefetching into L2
-//!   a fixed distance ahead on AVX-512 ([`AVX512_ONE_ROW_AHEAD`]).
+//!   a fixed distance ahead on AVX-512 ([`AVX512_ONE_ROW_AHEAD`]) and on Intel's AVX2
+//!   ([`avx2_one_row_ahead`]). Two or three rows, whose tiles on AVX-512 are whole packs
+//!   too, read the weights the same way: still memory-bound, they gain nothing from chunks.
 //! - Several: it is multiply-adds (compute-bound), written against the FMA units and two
 //!   loads per cycle. Features go in chunks of [`CHUNK`], so that a chunk of the group's
 //!   weights and of every input row stays in L1 while all the blocks sweep it, and each weight
@@ -46,6 +48,23 @@ const AVX512_ONE_ROW_AHEAD: usize = 1536;
 const LONG_STREAM: usize = 32;
 // The kernels' tests run a one-row product of 53 x 1024 weights, on this path's prefetch.
 const _: () = assert!(53 * 1024 >= LONG_STREAM * AVX512_ONE_ROW_AHEAD);
+const _: () = assert!(53 * 1024 >= LONG_STREAM * AVX2_ONE_ROW_AHEAD);
+
+/// The AVX2 one-row distance, where it prefetches (see [`avx2_one_row_ahead`]).
+const AVX2_ONE_ROW_AHEAD: usize = 1536;
+
+/// How far ahead a one-row AVX2 tile prefetches into L2, by vendor. On an Intel Xeon with
+/// AVX-512 (AVX2 path forced), a Pythia-410M 1-row pass ran 4% faster with it (x0.956-0.961
+/// at 768-3072 floats, in one process against the pass without); on Zen 4 it was neutral or
+/// slower (1.003-1.103x at 1024, 1.163x at 2048), so AMD's AVX2 leaves it to the hardware.
+pub(super) fn avx2_one_row_ahead() -> Option<usize> {
+    static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let intel = *INTEL.get_or_init(|| {
+        let id = __cpuid(0);
+        [id.ebx, id.edx, id.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e] // "GenuineIntel"
+    });
+    intel.then_some(AVX2_ONE_ROW_AHEAD)
+}
 
 /// One tile's place, as raw pointers checked by the sweep: its first weight row `row` of
 /// `weights` (whose data starts at `w`) and input row 0 (rows `x_stride` apart), both at the
@@ -63,11 +82,11 @@ struct Tile<'a> {
     rows: usize,
     park: *mut f32,
     first: bool,
-    /// Floats from each weight load to the line prefetched with it: with several input rows,
-    /// the load the same tile makes in the next chunk (or the next group's first), fetched
-    /// while this one computes (`None` for a block after the first, whose weights are near);
-    /// with one, a fixed distance down the stream (`None` where the path or a short stream
-    /// does not gain from it).
+    /// Floats from each weight load to the line prefetched with it: with several input rows in
+    /// chunks, the load the same tile makes in the next chunk (or the next group's first),
+    /// fetched while this one computes (`None` for a block after the first, whose weights are
+    /// near); with one row, or a block read as one row is, a fixed distance down the stream
+    /// (`None` where the path or a short stream does not gain from it).
     ahead: Option<usize>,
 }
 
@@ -95,19 +114,20 @@ macro_rules! sweep {
         let (w, x, dst): (Weights, &[f32], &mut Columns) = ($w, $x, $dst);
         let features = w.features();
         let rows = dst.rows();
+        let pack = w.step_stride() / LANES;
+        // One block whose tiles are whole packs reads the weights as one row does: a chunk
+        // would only park its accumulators (Intel, 410M shape, one process: 2 rows x0.968, 3
+        // rows x0.959 streamed against chunked).
+        let streams = rows == 1 || (rows <= $max_block && $shape(rows) == pack);
         let one_row_ahead: Option<usize> =
-            ($one_row_ahead).filter(|&d| rows == 1 && w.data().len() >= LONG_STREAM * d);
+            ($one_row_ahead).filter(|&d| streams && w.data().len() >= LONG_STREAM * d);
         let x_stride = x.len() / rows;
         let outputs = w.outputs();
         let base = w.data().as_ptr();
         let stride = w.step_stride();
         assert!(dst.width() >= outputs && x_stride >= features && rows * x_stride == x.len());
         let steps = features / LANES;
-        let chunk = if rows == 1 {
-            steps.max(1)
-        } else {
-            CHUNK / LANES
-        };
+        let chunk = if streams { steps.max(1) } else { CHUNK / LANES };
         with_park(GROUP * rows, |park| {
             let mut g = 0;
             while g < outputs {
@@ -134,7 +154,7 @@ macro_rules! sweep {
                             rows,
                             park: park[r * LANES..].as_mut_ptr(),
                             first: s0 == 0,
-                            ahead: if rows == 1 {
+                            ahead: if streams {
                                 one_row_ahead
                             } else {
                                 (r == 0).then_some(ahead)
@@ -238,12 +258,19 @@ pub(super) fn dot_rows_avx512(w: Weights, x: &[f32], dst: &mut Columns) {
     )
 }
 
+/// `one_row_ahead`: [`avx2_one_row_ahead`], or any other distance (a prefetch moves no data).
+///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot_rows_avx2(w: Weights, x: &[f32], dst: &mut Columns) {
+pub(super) fn dot_rows_avx2(
+    w: Weights,
+    x: &[f32],
+    dst: &mut Columns,
+    one_row_ahead: Option<usize>,
+) {
     let folds: &[Fold] = &[(8, Avx2::fold)];
-    sweep!(tile_avx2, shape_avx2, 6, None, folds, w, x, dst)
+    sweep!(tile_avx2, shape_avx2, 6, one_row_ahead, folds, w, x, dst)
 }
 
 /// One 16-lane register per (weight row, input row), over the tile's steps.
