@@ -264,7 +264,7 @@ fn binary_tree_parents(n: usize) -> Vec<i32> {
 }
 
 /// One block size's pass cost, from repeats that each time a read of the ceiling's buffer
-/// (for models larger than the caches), the block's pass and a 1-row pass back to back: a
+/// (for models larger than the caches) and a 1-row pass, then another read and the block's pass: a
 /// shared machine's memory bandwidth drifts (the read ceiling of one CI-like VM moved between
 /// 31 and 56 GB/s within minutes), so ratios are taken within a repeat, under the same
 /// conditions, and their medians reported.
@@ -311,18 +311,27 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
     let from_memory = model.streamed_bytes() > 2 * largest_cache_bytes();
     let (mut micros, mut ratios, mut pcts, mut fixed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..repeats {
-        let read_gbs = if from_memory {
+    // From memory, each pass follows its own read of the ceiling's buffer, so that both passes
+    // start with caches holding none of the weights: a pass right after another found part of
+    // them in a large last-level cache (a Xeon's 480 MiB: a 1-row pass after a read took
+    // 1.04-1.14x the one right after it, which made the ratios too high and the fixed cost
+    // negative).
+    let read_now = || {
+        if from_memory {
             ceilings.read_now()
         } else {
             ceilings.read_gbs
-        };
-        let seconds = pass(parents);
+        }
+    };
+    for _ in 0..repeats {
+        let read_before_one_row = read_now();
         let one_row = pass(&[-1]);
+        let read_gbs = read_now();
+        let seconds = pass(parents);
         micros.push(seconds * 1e6);
         ratios.push(seconds / one_row);
         pcts.push(100.0 * bytes / seconds / 1e9 / read_gbs);
-        fixed.push((one_row - bytes / (read_gbs * 1e9)) * 1e6);
+        fixed.push((one_row - bytes / (read_before_one_row * 1e9)) * 1e6);
     }
     PassCost {
         micros: median(micros),
@@ -386,7 +395,7 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
 fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
     match one_row.paired_fixed_micros {
         Some(fixed) => println!(
-            "  fixed cost per pass: {fixed:.0} µs (median over repeats of the 1-row pass minus its bytes at a read of the ceiling's buffer in the same repeat)"
+            "  fixed cost per pass: {fixed:.0} µs (median over repeats of the 1-row pass minus its bytes at the read of the ceiling's buffer right before it)"
         ),
         None => {
             let at_size = read_rate_at(bytes as usize);
