@@ -203,37 +203,45 @@ fn load_reporting_huge_pages(dir: &Path) -> GptNeox {
     model
 }
 
-/// The machine's read ceiling, GB/s: the best of plain and prefetching reads on ordinary and
-/// huge pages over a buffer 8x the largest cache (at least 1 GiB), so that no pass is served
-/// from cache. The kernels' one-row pass prefetches, and on Zen 4 it outran a plain read, so
-/// a ceiling of plain reads alone would overstate every percentage.
+/// The machine's read ceiling, GB/s: the best of plain and prefetching reads with every vector
+/// path's loads, on ordinary and huge pages, over a buffer 8x the largest cache (at least 1 GiB),
+/// so that no pass is served from cache. The kernels' one-row pass prefetches, and on Zen 4 it
+/// outran a plain read; on a Xeon, AVX2's loads read faster than AVX-512's: a ceiling of the
+/// kernels' own path or of plain reads alone would overstate every percentage.
 /// Returns the ceiling, the buffer and the stream that reached it, kept for the reads that
 /// `pass_cost` pairs with passes.
 fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
     let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 4 << 30);
-    let streams = [ReadStream::Plain, ReadStream::Prefetched];
+    let streams = ReadStream::supported();
+    let rates = |buffer: &[f32]| -> Vec<f64> {
+        streams
+            .iter()
+            .map(|&stream| read_rate(buffer, stream, 5))
+            .collect()
+    };
     // One buffer at a time (each up to 4 GiB): the plain one is made again if it wins.
     let plain_buffer = ones(bytes, false);
-    let plain = streams.map(|stream| read_rate(&plain_buffer, stream, 5));
+    let plain = rates(&plain_buffer);
     drop(plain_buffer);
     let huge_buffer = ones(bytes, true);
-    let huge = streams.map(|stream| read_rate(&huge_buffer, stream, 5));
+    let huge = rates(&huge_buffer);
+    let each: Vec<String> = streams
+        .iter()
+        .zip(plain.iter().zip(&huge))
+        .map(|(stream, (plain, huge))| format!("{stream} {plain:.1} / {huge:.1}"))
+        .collect();
     println!(
-        "read ceiling over {} MiB: {:.1} GB/s with 4 KiB pages, {:.1} GB/s with huge pages; prefetching: {:.1} and {:.1} GB/s",
+        "read ceiling over {} MiB, GB/s with 4 KiB / huge pages: {}",
         bytes >> 20,
-        plain[0],
-        huge[0],
-        plain[1],
-        huge[1]
+        each.join(", ")
     );
-    let best = |[plain, prefetched]: [f64; 2]| {
-        if prefetched > plain {
-            (prefetched, ReadStream::Prefetched)
-        } else {
-            (plain, ReadStream::Plain)
-        }
+    let best = |rates: &[f64]| {
+        let at = (0..rates.len())
+            .max_by(|&a, &b| rates[a].total_cmp(&rates[b]))
+            .expect("a stream");
+        (rates[at], streams[at])
     };
-    let ((huge, huge_stream), (plain, plain_stream)) = (best(huge), best(plain));
+    let ((huge, huge_stream), (plain, plain_stream)) = (best(&huge), best(&plain));
     if huge >= plain {
         (huge, huge_buffer, huge_stream)
     } else {
@@ -242,16 +250,19 @@ fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
 }
 
 /// The read rate for a working set of `bytes` read again and again, as a model's weights are
-/// pass after pass: from cache when they fit in it (the better of plain and prefetching reads).
+/// pass after pass: from cache when they fit in it (the best of the streams this CPU runs).
 /// It reads on the compute pool's thread, as the passes it is set against run: from another
 /// thread each read also paid a hop, which on a read of a few µs
 /// cut the rate it printed to 19 from 150 GB/s in one run.
 fn read_rate_at(bytes: usize) -> f64 {
     let buffer = ones(bytes, false);
     compute_pool().install(|| {
-        read_rate(&buffer, ReadStream::Plain, 1);
-        let rate = |stream| read_rate(&buffer, stream, 20);
-        rate(ReadStream::Plain).max(rate(ReadStream::Prefetched))
+        let streams = ReadStream::supported();
+        read_rate(&buffer, streams[0], 1);
+        streams
+            .into_iter()
+            .map(|stream| read_rate(&buffer, stream, 20))
+            .fold(0.0, f64::max)
     })
 }
 
@@ -568,7 +579,7 @@ fn main() {
         stream,
     };
     println!(
-        "read ceiling {:.1} GB/s ({:?} reads), compute ceiling {:.1} G f32 multiply-adds/s ({} threads), kernels {:?}",
+        "read ceiling {:.1} GB/s ({} reads), compute ceiling {:.1} G f32 multiply-adds/s ({} threads), kernels {:?}",
         ceilings.read_gbs,
         ceilings.stream,
         ceilings.fma_per_s / 1e9,

@@ -254,19 +254,65 @@ pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) 
     }
 }
 
-/// How [`read_sum`] streams its data: with plain loads, or with each load also prefetching into
-/// L2 a fixed distance ahead, as the one-row AVX-512 kernel does. Neither is faster everywhere
-/// (on Zen 4 the prefetching read ran from as fast to 29% faster), so a read ceiling takes the better.
+/// How [`read_sum`] streams its data: with a path's loads (`loads`: AVX-512's 64 bytes, AVX2's
+/// 32), plain or each also prefetching into L2 a fixed distance ahead (`prefetch`), as the
+/// one-row kernels do. None is faster everywhere (on Zen 4 the prefetching read ran from as
+/// fast to 29% faster; on a Xeon, AVX2's plain loads read 3-14% faster than AVX-512's), so a
+/// read ceiling takes the best.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadStream {
-    Plain,
-    Prefetched,
+pub struct ReadStream {
+    pub loads: Isa,
+    pub prefetch: bool,
+}
+
+impl ReadStream {
+    /// Every stream this CPU runs: plain and prefetching on each vector path (only plain
+    /// portable loads where it has none).
+    pub fn supported() -> Vec<ReadStream> {
+        let vector = Isa::supported()
+            .into_iter()
+            .filter(|&isa| isa != Isa::Portable);
+        let streams: Vec<ReadStream> = vector
+            .flat_map(|loads| [false, true].map(|prefetch| ReadStream { loads, prefetch }))
+            .collect();
+        if streams.is_empty() {
+            return vec![ReadStream {
+                loads: Isa::Portable,
+                prefetch: false,
+            }];
+        }
+        streams
+    }
+}
+
+impl std::fmt::Display for ReadStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loads = match self.loads {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2",
+            Isa::Portable => "portable",
+        };
+        let how = if self.prefetch {
+            "prefetching"
+        } else {
+            "plain"
+        };
+        write!(f, "{loads} {how}")
+    }
 }
 
 /// The sum of `data`, read as fast as this CPU reads memory, each compute thread reading one
 /// contiguous share: what a memory-bandwidth measurement streams (`make bench`'s read
 /// ceiling). Its rounding order is its own.
+///
+/// # Panics
+/// If this CPU does not run `stream.loads`.
 pub fn read_sum(data: &[f32], stream: ReadStream) -> f32 {
+    assert!(
+        Isa::supported().contains(&stream.loads),
+        "read_sum: this CPU does not run {:?} loads",
+        stream.loads
+    );
     let team = super::team::team();
     let share = data.len().div_ceil(team.threads()).max(1);
     let sums: Vec<std::sync::atomic::AtomicU32> =
@@ -313,9 +359,9 @@ fn portable_fma_chains(iterations: usize) -> f32 {
 }
 
 fn read_sum_one_thread(data: &[f32], stream: ReadStream) -> f32 {
-    let prefetch = stream == ReadStream::Prefetched;
-    match Isa::detected() {
-        // SAFETY: the detected path is one this CPU runs.
+    let prefetch = stream.prefetch;
+    match stream.loads {
+        // SAFETY: `ReadStream::supported` lists only paths this CPU runs.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::read_sum_avx512(data, prefetch) },
         #[cfg(target_arch = "x86_64")]
@@ -394,7 +440,7 @@ mod tests {
     fn a_read_sums_all_its_data_with_or_without_prefetch() {
         let data: Vec<f32> = (0..100_003).map(|i| (i % 5) as f32).collect();
         let exact: f64 = data.iter().map(|&x| x as f64).sum();
-        for stream in [ReadStream::Plain, ReadStream::Prefetched] {
+        for stream in ReadStream::supported() {
             assert_eq!(read_sum(&data, stream) as f64, exact, "{stream:?}");
             assert_eq!(read_sum(&data[..7], stream), 11.0, "{stream:?}");
         }
