@@ -257,7 +257,7 @@ pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) 
 /// How [`read_sum`] streams its data: with a path's loads (`loads`: AVX-512's 64 bytes, AVX2's
 /// 32), plain or each also prefetching into L2 a fixed distance ahead (`prefetch`), as the
 /// one-row kernels do. None is faster everywhere (on Zen 4 the prefetching read ran from as
-/// fast to 29% faster; on a Xeon, AVX2's plain loads read 3-14% faster than AVX-512's), so a
+/// fast to 29% faster; on a Xeon, AVX2's plain loads read 3-27% faster than AVX-512's), so a
 /// read ceiling takes the best.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadStream {
