@@ -258,11 +258,12 @@ pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) 
 /// 32), plain or each also prefetching into L2 a fixed distance ahead (`prefetch`), as the
 /// one-row kernels do. None is faster everywhere (on Zen 4 the prefetching read ran from as
 /// fast to 29% faster; on a Xeon, AVX2's plain loads read 3-27% faster than AVX-512's), so a
-/// read ceiling takes the best.
+/// read ceiling takes the best. Only [`ReadStream::supported`] makes one, so every stream's
+/// loads are ones this CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadStream {
-    pub loads: Isa,
-    pub prefetch: bool,
+    loads: Isa,
+    prefetch: bool,
 }
 
 impl ReadStream {
@@ -304,15 +305,7 @@ impl std::fmt::Display for ReadStream {
 /// The sum of `data`, read as fast as this CPU reads memory, each compute thread reading one
 /// contiguous share: what a memory-bandwidth measurement streams (`make bench`'s read
 /// ceiling). Its rounding order is its own.
-///
-/// # Panics
-/// If this CPU does not run `stream.loads`.
 pub fn read_sum(data: &[f32], stream: ReadStream) -> f32 {
-    assert!(
-        Isa::supported().contains(&stream.loads),
-        "read_sum: this CPU does not run {:?} loads",
-        stream.loads
-    );
     let team = super::team::team();
     let share = data.len().div_ceil(team.threads()).max(1);
     let sums: Vec<std::sync::atomic::AtomicU32> =
@@ -361,7 +354,8 @@ fn portable_fma_chains(iterations: usize) -> f32 {
 fn read_sum_one_thread(data: &[f32], stream: ReadStream) -> f32 {
     let prefetch = stream.prefetch;
     match stream.loads {
-        // SAFETY: `ReadStream::supported` lists only paths this CPU runs.
+        // SAFETY: a stream comes only from `ReadStream::supported`, which lists the paths this
+        // CPU runs.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::read_sum_avx512(data, prefetch) },
         #[cfg(target_arch = "x86_64")]
