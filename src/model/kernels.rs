@@ -161,10 +161,11 @@ impl Isa {
         })
     }
 
-    /// Weight rows per pack of [`WeightMatrix`]: those of this path's one-row register tile.
+    /// Weight rows per pack of [`WeightMatrix`]: those of this path's one-row register tile
+    /// (on AVX-512, of every tile).
     fn pack(self) -> usize {
         match self {
-            Isa::Avx512 => 8,
+            Isa::Avx512 => 3,
             Isa::Avx2 => 4,
             Isa::Portable => 1,
         }
@@ -457,7 +458,7 @@ mod tests {
         for features in [1, 15, 16, 17, 48, 200, 256, 528] {
             for outputs in [1, 7, 8, 9, 17, 24, 25, 50] {
                 let w = pseudo_random(outputs * features, 3);
-                let packed = [4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
+                let packed = [3, 4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
                 for rows in [1, 2, 3, 4, 5, 8, 9, 17, 33] {
                     let x = pseudo_random(rows * features, 5);
                     let mut reference = vec![0f32; outputs * rows];
@@ -465,7 +466,8 @@ mod tests {
                     let row_major = Weights::row_major(&w, features);
                     dot_rows_with(Isa::Portable, row_major, &x, &mut out);
                     for isa in Isa::supported() {
-                        let layouts = [row_major, packed[0].view(), packed[1].view()];
+                        let packed = packed.iter().map(WeightMatrix::view);
+                        let layouts = std::iter::once(row_major).chain(packed);
                         for weights in layouts {
                             let mut got = vec![0f32; outputs * rows];
                             dot_rows_with(isa, weights, &x, &mut Columns::all(&mut got, rows));
@@ -486,11 +488,13 @@ mod tests {
         // The last shape is a stream long enough for the one-row AVX-512 prefetch.
         for (features, outputs) in [(200, 19), (512, 53), (1024, 53)] {
             let w = pseudo_random(outputs * features, 7);
-            let packed = [4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
+            let packed = [3, 4, 8].map(|pack| WeightMatrix::packed(&w, outputs, pack));
             let x = pseudo_random(33 * features, 9);
             for isa in Isa::supported() {
                 let row_major = Weights::row_major(&w, features);
-                for weights in [row_major, packed[0].view(), packed[1].view()] {
+                for weights in
+                    std::iter::once(row_major).chain(packed.iter().map(WeightMatrix::view))
+                {
                     for rows in 1..=33 {
                         let mut block = vec![0f32; outputs * rows];
                         let mut out = Columns::all(&mut block, rows);
@@ -544,7 +548,7 @@ mod tests {
             &x,
             &mut Columns::all(&mut whole, rows),
         );
-        let packed = WeightMatrix::packed(&w, outputs, 8);
+        let packed = WeightMatrix::packed(&w, outputs, 3);
         for isa in Isa::supported() {
             let mut wide = vec![f32::NAN; rows * stride];
             // SAFETY: `wide` outlives the window, the only access to it meanwhile.

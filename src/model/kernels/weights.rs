@@ -1,8 +1,9 @@
 //! How the kernels hold a weight matrix. Rows go in packs, interleaved 16 floats at a time:
 //! the first 16 features of the pack's rows, then their next 16, and so on. A pack is as many
-//! rows as the detected path's one-row register tile holds (AVX-512: 8, AVX2: 4), so a one-row
-//! product (every decoding step) reads each pack as one sequential stream, which a core streams
-//! about as fast as a plain read. The same rows read side by side in the row-major layout are
+//! rows as the detected path's one-row register tile holds (AVX-512: 3, the height of all its
+//! tiles; AVX2: 4), so a one-row product (every decoding step), and on AVX-512 a block of up to
+//! 8 rows, reads each pack as one sequential stream, which a core streams about as fast as a
+//! plain read. The same rows read side by side in the row-major layout are
 //! streams a whole row apart: on a Zen 4 core they ran at about 3/4 of that rate (24.6 against
 //! 31.5 GB/s, one thread), and whenever a row is a multiple of 4 KiB they all map to the same
 //! L1 sets. Multi-row tiles read the same 64-byte pieces as before, only at other addresses, so
@@ -169,7 +170,7 @@ mod tests {
     fn a_packed_matrix_holds_every_row_where_offset_says() {
         for (outputs, features) in [(1, 16), (8, 32), (13, 48), (24, 16)] {
             let row_major: Vec<f32> = (0..outputs * features).map(|v| v as f32).collect();
-            for pack in [1, 4, 8] {
+            for pack in [1, 3, 4, 8] {
                 let matrix = WeightMatrix::packed(&row_major, outputs, pack);
                 let weights = matrix.view();
                 for (o, row) in row_major.chunks(features).enumerate() {

@@ -8,8 +8,9 @@
 //!   keeping enough loads in flight to saturate memory. A tile is one pack of the weights'
 //!   layout ([`Weights`]), which it reads as a single sequential stream, prefetching into L2
 //!   a fixed distance ahead on AVX-512 ([`AVX512_ONE_ROW_AHEAD`]) and on Intel's AVX2
-//!   ([`avx2_one_row_ahead`]). Two or three rows, whose tiles on AVX-512 are whole packs
-//!   too, read the weights the same way: still memory-bound, they gain nothing from chunks.
+//!   ([`avx2_one_row_ahead`]). A block of up to 8 rows on AVX-512, whose tiles are whole
+//!   packs too (3 rows: [`shape_avx512`]), reads the weights the same way: still
+//!   memory-bound, it gains nothing from chunks.
 //! - Several: it is multiply-adds (compute-bound), written against the FMA units and two
 //!   loads per cycle. Features go in chunks of [`CHUNK`], so that a chunk of the group's
 //!   weights and of every input row stays in L1 while all the blocks sweep it, and each weight
@@ -35,8 +36,8 @@ use std::arch::x86_64::*;
 /// Features per chunk when several input rows share the product.
 const CHUNK: usize = 256;
 
-/// How far ahead of its loads (floats) a one-row AVX-512 tile prefetches into L2: 6 KiB, 12
-/// steps of an 8-row pack. On Zen 4 the hardware prefetchers alone kept too few lines in flight:
+/// How far ahead of its loads (floats) a one-row AVX-512 tile prefetches into L2: 6 KiB, 32
+/// steps of a 3-row pack. On Zen 4 (packs of 8 rows then) the hardware prefetchers alone kept too few lines in flight:
 /// a Pythia-410M 1-row pass, paired against a read of as many bytes, ran 5-12% faster with it
 /// (82-87% of that read → 91-94% at 27-31 GB/s; 72-73% → 81-84% at ~40 GB/s); 1024 and 2048
 /// floats did a little less, 4096 and 8192 none.
@@ -167,8 +168,8 @@ macro_rules! sweep {
         let rows = dst.rows();
         let pack = w.step_stride() / LANES;
         // One block whose tiles are whole packs reads the weights as one row does: a chunk
-        // would only park its accumulators (Intel, 410M shape, one process: 2 rows x0.968, 3
-        // rows x0.959 streamed against chunked).
+        // would only park its accumulators (Intel, 410M shape, packs of 8, one process: 2 rows
+        // x0.968, 3 rows x0.959 streamed against chunked).
         let streams = rows == 1 || (rows <= $max_block && $shape(rows) == pack);
         let one_row_ahead: Option<usize> =
             ($one_row_ahead).filter(|&d| streams && w.data().len() >= LONG_STREAM * d);
@@ -279,15 +280,16 @@ macro_rules! sweep {
     }};
 }
 
-/// AVX-512 tile height for a block of `r` input rows: `O * R` accumulators, the smaller side's
-/// `min(O, R)` loads and one of the other side's within the 32 registers.
-const fn shape_avx512(r: usize) -> usize {
-    match r {
-        1..=3 => 8,
-        4 => 6,
-        5 | 6 => 4,
-        _ => 3,
-    }
+/// AVX-512 tile height for a block of `r` input rows: 3, the pack, for every block, so that
+/// each tile reads one pack as a sequential stream. Up to 24 accumulators, the 3 weights and
+/// one input fit the 32 registers. Taller tiles for fewer rows (8 for 1-3 rows, 6 for 4, 4 for
+/// 5-6) in packs of 8 read the weights in one stream only for 1-3 rows; the 3 x 8 tiles of an
+/// 8-row block read 3 of every 8 lines each. With packs of 3 (Intel, Pythia-410M shape, two
+/// copies of the model in one process, passes alternated): 2 rows 47.5 against 49.2-49.6 ms,
+/// 4 rows 52.9 against 55.7-56.4, 8 rows 60.7 against 62.8-63.0; 1 row the same (46.1 against
+/// 46.1-46.4); a 32-node tree 1-2% slower (124.6-125.8 against 123.2-123.6).
+const fn shape_avx512(_r: usize) -> usize {
+    3
 }
 
 /// AVX2 tile height: each accumulator takes two of the 16 registers (`2 * O * R + min(O, R) + 1`).
