@@ -104,6 +104,11 @@ const LANES: usize = 16;
 /// end in narrow one-row tiles.
 pub(crate) const ROW_GROUP: usize = 24;
 
+/// The height of every AVX-512 register tile, and so the rows of its weights' packs: each tile
+/// then reads one pack as a sequential stream.
+const AVX512_TILE_ROWS: usize = 3;
+const _: () = assert!(ROW_GROUP.is_multiple_of(AVX512_TILE_ROWS));
+
 /// The f32 data of a CPU storage.
 pub(crate) fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
     match storage {
@@ -165,7 +170,7 @@ impl Isa {
     /// (on AVX-512, of every tile).
     fn pack(self) -> usize {
         match self {
-            Isa::Avx512 => 3,
+            Isa::Avx512 => AVX512_TILE_ROWS,
             Isa::Avx2 => 4,
             Isa::Portable => 1,
         }

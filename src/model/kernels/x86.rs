@@ -30,7 +30,7 @@
 //! the products themselves for 1024 features. They write each row's outputs straight into the
 //! row-major result, so a product of several rows needs no transposing copy.
 
-use super::{finish, with_park, Columns, Weights, LANES, ROW_GROUP as GROUP};
+use super::{finish, with_park, Columns, Weights, AVX512_TILE_ROWS, LANES, ROW_GROUP as GROUP};
 use std::arch::x86_64::*;
 
 /// Features per chunk when several input rows share the product.
@@ -98,7 +98,7 @@ struct Tile<'a> {
 ///   chunk. When the first block alone fetched the next chunk, in a quarter of the chunk's
 ///   time for 32 rows, a Pythia-410M 32-node tree pass ran 15% longer on an Intel Xeon
 ///   (AVX-512, in one process: 145-147 against 126-128 ms; AVX2: 227-229 against 204-205 ms);
-///   16 rows 11% longer. One block (up to 8 rows) fetches on every step, as before.
+///   16 rows 11% longer. A single block fetches on every step, as before.
 /// - With one row, or a block read as one row is: every step, a fixed distance down the
 ///   stream.
 #[derive(Clone, Copy)]
@@ -290,7 +290,7 @@ macro_rules! sweep {
 /// 4 rows 52.9 against 55.7-56.4, 8 rows 60.7 against 62.8-63.0; 1 row the same (46.1 against
 /// 46.1-46.4); a 32-node tree 1-2% slower (124.6-125.8 against 123.2-123.6).
 const fn shape_avx512(_r: usize) -> usize {
-    3
+    AVX512_TILE_ROWS
 }
 
 /// AVX2 tile height: each accumulator takes two of the 16 registers (`2 * O * R + min(O, R) + 1`).
