@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::gpu_memory::GpuPeaks;
 use super::memory;
 use super::stats::Estimate;
+use crate::decode::metrics::total_seconds;
 use crate::decode::{Generation, Method, Metrics};
 
 /// One measured generation (a prompt and a repeat).
@@ -173,8 +174,8 @@ impl Summary {
                 )
             })
             .collect();
-        let draft_s: f64 = records.iter().map(|r| r.draft_s).sum();
-        let verify_s: f64 = records.iter().map(|r| r.verify_s).sum();
+        let draft_s = total_seconds(records.iter().map(|r| r.draft_s));
+        let verify_s = total_seconds(records.iter().map(|r| r.verify_s));
         let generations = records.len();
         let per_generation = |v: f64| speculative.then(|| v / generations.max(1) as f64);
         let rounds = total(&|r| r.rounds);

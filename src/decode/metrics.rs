@@ -36,10 +36,16 @@ impl Metrics {
             tokens_per_s: ratio(new_tokens as f64, g.wall_s),
             tokens_per_round: ratio(new_tokens as f64, g.target_passes as f64),
             draft_acceptance: (drafted > 0).then(|| accepted as f64 / drafted as f64),
-            draft_s: g.rounds.iter().map(|r| r.draft_s).sum(),
-            verify_s: g.rounds.iter().map(|r| r.verify_s).sum(),
+            draft_s: total_seconds(g.rounds.iter().map(|r| r.draft_s)),
+            verify_s: total_seconds(g.rounds.iter().map(|r| r.verify_s)),
         }
     }
+}
+
+/// A sum of durations that is +0 when there are none: `Iterator::sum` of f64 starts from -0,
+/// which AR (no rounds) would print as "-0" and store as `-0.0` in its result file.
+pub(crate) fn total_seconds(seconds: impl Iterator<Item = f64>) -> f64 {
+    seconds.fold(0.0, |total, s| total + s)
 }
 
 #[cfg(test)]
@@ -73,5 +79,22 @@ mod tests {
         assert!((m.tpot_ms.unwrap() - 100.0).abs() < 1e-9);
         assert!((m.tokens_per_s - 9.0).abs() < 1e-12);
         assert!((m.verify_s - 0.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_generation_without_rounds_spends_plus_zero_drafting_and_verifying() {
+        let g = Generation {
+            tokens: vec![1; 3],
+            rounds: Vec::new(),
+            target_passes: 3,
+            wall_s: 1.0,
+            ttft_s: 0.2,
+            cache_bytes: Default::default(),
+        };
+        let m = Metrics::of(&g);
+        assert!(m.draft_s == 0.0 && m.draft_s.is_sign_positive());
+        assert!(m.verify_s == 0.0 && m.verify_s.is_sign_positive());
+        assert_eq!(serde_json::to_value(&m).unwrap()["draft_s"], 0.0);
+        assert!(!serde_json::to_string(&m).unwrap().contains("-0"));
     }
 }
