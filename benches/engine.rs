@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use dynatree::bench::roofline::{fixed_cost_micros, gbs, pct_of, PairedRepeat, PassCost, Roofline};
+use dynatree::bench::stats::{self, Estimate};
 use dynatree::decode::{self, GenerationSettings, Method, Metrics, Schedule, TreeParams};
 use dynatree::model::{compute_pool, GptNeox, HubSettings, ModelFiles, ModelSource, ReadStream};
 
@@ -95,10 +97,7 @@ fn measure(
     }
     let metrics: Vec<Metrics> = (0..opts.repeats).map(|_| Metrics::of(&run())).collect();
     let rates: Vec<f64> = metrics.iter().map(|m| m.tokens_per_s).collect();
-    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-    let std = (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
-        / (rates.len().max(2) - 1) as f64)
-        .sqrt();
+    let Estimate { mean, std, .. } = Estimate::of(&rates).expect("at least one repeat");
     let last = metrics.last().expect("at least one repeat");
     let acceptance = last
         .draft_acceptance
@@ -113,7 +112,7 @@ fn measure(
     let tpots: Vec<f64> = metrics.iter().filter_map(|m| m.tpot_ms).collect();
     Measured {
         tokens_per_s: mean,
-        tpot_ms: (!tpots.is_empty()).then(|| median(tpots)),
+        tpot_ms: stats::median(&tpots),
     }
 }
 
@@ -274,28 +273,6 @@ fn binary_tree_parents(n: usize) -> Vec<i32> {
         .collect()
 }
 
-/// One block size's pass cost, from repeats that each time a read of the ceiling's buffer
-/// (for models larger than the caches) and a 1-row pass, then another read and the block's pass: a
-/// shared machine's memory bandwidth drifts (the read ceiling of one CI-like VM moved between
-/// 31 and 56 GB/s within minutes), so ratios are taken within a repeat, under the same
-/// conditions, and their medians reported.
-struct PassCost {
-    /// Median µs of the block's pass.
-    micros: f64,
-    /// Median of (block pass / 1-row pass).
-    x_one_row: f64,
-    /// Median of (weight bytes / block pass) / (read rate of the ceiling's buffer), in %.
-    pct_ceiling: f64,
-    /// Median of (1-row pass - weight bytes / read rate of the ceiling's buffer), µs, paired
-    /// within each repeat; `None` for a model served from cache, which no such read measures.
-    paired_fixed_micros: Option<f64>,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// The pass cost of a block with these parents, after the prompt is cached.
 fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f64) -> PassCost {
     let prompt = prompt(model.config().vocab_size as u32);
@@ -320,8 +297,6 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
     // A model that fits in cache is not bound by memory, and reading the ceiling's buffer
     // would evict it before every pass: its passes are set against the ceiling measured first.
     let from_memory = model.streamed_bytes() > 2 * largest_cache_bytes();
-    let (mut micros, mut ratios, mut pcts, mut fixed) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // From memory, each pass follows its own read of the ceiling's buffer, so that both passes
     // start with caches holding none of the weights: a pass right after another found part of
     // them in a large last-level cache (a Xeon's 480 MiB: a 1-row pass after a read took
@@ -334,22 +309,15 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
             ceilings.read_gbs
         }
     };
-    for _ in 0..repeats {
-        let read_before_one_row = read_now();
-        let one_row = pass(&[-1]);
-        let read_gbs = read_now();
-        let seconds = pass(parents);
-        micros.push(seconds * 1e6);
-        ratios.push(seconds / one_row);
-        pcts.push(100.0 * bytes / seconds / 1e9 / read_gbs);
-        fixed.push((one_row - bytes / (read_before_one_row * 1e9)) * 1e6);
-    }
-    PassCost {
-        micros: median(micros),
-        x_one_row: median(ratios),
-        pct_ceiling: median(pcts),
-        paired_fixed_micros: from_memory.then(|| median(fixed)),
-    }
+    let measured: Vec<PairedRepeat> = (0..repeats)
+        .map(|_| PairedRepeat {
+            read_before_one_row_gbs: read_now(),
+            one_row_s: pass(&[-1]),
+            read_before_block_gbs: read_now(),
+            block_s: pass(parents),
+        })
+        .collect();
+    PassCost::of(&measured, bytes, from_memory).expect("at least 5 repeats")
 }
 
 /// What one pass costs as the block grows, against the machine's roofline: streaming the
@@ -358,12 +326,12 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
 /// about what one token costs, which needs the second to stay below the first.
 fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
     let bytes = model.streamed_bytes() as f64;
-    let floor_us = bytes / (ceilings.read_gbs * 1e3);
-    let fmas_per_row = bytes / 4.0;
+    let roofline = Roofline::new(bytes, ceilings.read_gbs, ceilings.fma_per_s);
     println!(
-        "{name}: {:.1} MB of weights per pass, {floor_us:.0} µs at the read ceiling, {:.0} µs of multiply-adds per row at the compute ceiling",
+        "{name}: {:.1} MB of weights per pass, {:.0} µs at the read ceiling, {:.0} µs of multiply-adds per row at the compute ceiling",
         bytes / 1e6,
-        fmas_per_row / ceilings.fma_per_s * 1e6
+        roofline.floor_micros,
+        roofline.compute_micros_per_row
     );
     println!(
         "  {:<10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10}",
@@ -381,15 +349,14 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
         // outside hops onto that thread and back (two wake-ups), which a generation pays once.
         let cost = compute_pool().install(|| pass_cost(model, parents, ceilings, 0.5));
         let us = cost.micros;
-        let gbs = bytes / (us * 1e3);
-        let compute_us = parents.len() as f64 * fmas_per_row / ceilings.fma_per_s * 1e6;
-        let roofline_us = floor_us.max(compute_us);
+        let roofline_us = roofline.micros(parents.len());
         println!(
-            "  {label:<10} {us:>10.0} {:>8.2} {gbs:>8.1} {:>9.0}% {roofline_us:>10.0} {:>8.2} {:>9.0}%",
+            "  {label:<10} {us:>10.0} {:>8.2} {:>8.1} {:>9.0}% {roofline_us:>10.0} {:>8.2} {:>9.0}%",
             cost.x_one_row,
+            gbs(bytes, us / 1e6),
             cost.pct_ceiling,
-            roofline_us / floor_us,
-            100.0 * roofline_us / us
+            roofline.x_one_row(parents.len()),
+            pct_of(roofline_us, us)
         );
         one_row.get_or_insert(cost);
     }
@@ -412,7 +379,7 @@ fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
             let at_size = read_rate_at(bytes as usize);
             println!(
                 "  fixed cost per pass: {:.0} µs (1-row pass minus its bytes at the {at_size:.1} GB/s this machine reads {:.1} MB at, from cache)",
-                one_row.micros - bytes / (at_size * 1e3),
+                fixed_cost_micros(one_row.micros, bytes, at_size),
                 bytes / 1e6
             );
         }
@@ -599,8 +566,8 @@ fn main() {
             println!(
                 "{:<34} {gbs:.1} GB/s of weights ({what}), {:.0}% of the read ceiling, {:.0}% of the {read_after:.1} GB/s read right after",
                 "",
-                100.0 * gbs / ceilings.read_gbs,
-                100.0 * gbs / read_after
+                pct_of(gbs, ceilings.read_gbs),
+                pct_of(gbs, read_after)
             )
         };
         print_rate(

@@ -7,6 +7,7 @@ mod plan;
 pub mod provenance;
 pub mod record;
 pub mod result;
+pub mod roofline;
 pub mod runner;
 pub mod stats;
 

@@ -62,6 +62,18 @@ impl RatioInterval {
     }
 }
 
+/// The median: the middle value, or the mean of the two middle ones (`None` without values).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
 /// 97.5% quantile of Student's t with `df` degrees of freedom.
 pub fn t_975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
@@ -90,6 +102,14 @@ mod tests {
         assert!(Estimate::of(&[]).is_none());
         assert_eq!(Estimate::of(&[7.0]).unwrap().ci95, 0.0);
         assert!((t_975(120) - 1.98).abs() < 0.005);
+    }
+
+    #[test]
+    fn the_median_takes_the_middle_or_the_mean_of_the_two_middles() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[5.0]), Some(5.0));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]
