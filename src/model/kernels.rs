@@ -253,7 +253,7 @@ pub(crate) fn dot_rows_with(isa: Isa, w: Weights, x: &[f32], dst: &mut Columns) 
     match isa {
         // SAFETY: callers pass a path from `Isa::supported`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::dot_rows_avx512(w, x, dst) },
+        Isa::Avx512 => unsafe { x86::dot_rows_avx512(w, x, dst, x86::avx512_streams_in_halves()) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::dot_rows_avx2(w, x, dst, x86::avx2_one_row_ahead()) },
         _ => portable_dot_rows(w, x, dst),
@@ -538,6 +538,36 @@ mod tests {
         let mut portable = vec![0f32; outputs];
         portable_dot_rows(packed.view(), &x, &mut Columns::all(&mut portable, 1));
         assert_eq!(run(Some(1536)), portable);
+    }
+
+    /// The AVX-512 path reads streamed weights in halves on Intel only: both ways are checked
+    /// on any CPU with AVX-512, for one row, every streamed block and a chunked one, with and
+    /// without a tail past the last 16 features.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_loads_in_halves_or_whole_lines_give_the_same_bits() {
+        if !Isa::supported().contains(&Isa::Avx512) {
+            return;
+        }
+        let outputs = 53;
+        for features in [1024, 1000] {
+            let w = pseudo_random(outputs * features, 25);
+            let packed = WeightMatrix::packed(&w, outputs, Isa::Avx512.pack());
+            for rows in 1..=9 {
+                let x = pseudo_random(rows * features, 26);
+                let run = |in_halves: bool| {
+                    let mut out = vec![0f32; rows * outputs];
+                    let dst = &mut Columns::all(&mut out, rows);
+                    // SAFETY: this CPU runs AVX-512 (checked above), and so AVX2.
+                    unsafe { x86::dot_rows_avx512(packed.view(), &x, dst, in_halves) };
+                    out
+                };
+                let mut portable = vec![0f32; rows * outputs];
+                portable_dot_rows(packed.view(), &x, &mut Columns::all(&mut portable, rows));
+                assert_eq!(run(true), portable, "{features} features, {rows} rows");
+                assert_eq!(run(false), portable, "{features} features, {rows} rows");
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   a fixed distance ahead on AVX-512 ([`AVX512_ONE_ROW_AHEAD`]) and on Intel's AVX2
 //!   ([`avx2_one_row_ahead`]). A block of up to 8 rows on AVX-512, whose tiles are whole
 //!   packs too (3 rows: [`shape_avx512`]), reads the weights the same way: still
-//!   memory-bound, it gains nothing from chunks.
+//!   memory-bound, it gains nothing from chunks. On Intel those streams load each line in two
+//!   halves ([`tile_avx512_in_halves`]).
 //! - Several: it is multiply-adds (compute-bound), written against the FMA units and two
 //!   loads per cycle. Features go in chunks of [`CHUNK`], so that a chunk of the group's
 //!   weights and of every input row stays in L1 while all the blocks sweep it, and each weight
@@ -61,12 +62,22 @@ const AVX2_ONE_ROW_AHEAD: usize = 1536;
 /// at 768-3072 floats, in one process against the pass without); on Zen 4 it was neutral or
 /// slower (1.003-1.103x at 1024, 1.163x at 2048), so AMD's AVX2 leaves it to the hardware.
 pub(super) fn avx2_one_row_ahead() -> Option<usize> {
+    intel().then_some(AVX2_ONE_ROW_AHEAD)
+}
+
+/// Whether the AVX-512 path reads weights streamed from memory in 32-byte halves
+/// ([`tile_avx512_in_halves`]): on Intel, where it was measured faster. It was not measured on
+/// Zen 4, so AMD keeps the whole-line loads its one-row tile was tuned with.
+pub(super) fn avx512_streams_in_halves() -> bool {
+    intel()
+}
+
+fn intel() -> bool {
     static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let intel = *INTEL.get_or_init(|| {
+    *INTEL.get_or_init(|| {
         let id = __cpuid(0);
         [id.ebx, id.edx, id.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e] // "GenuineIntel"
-    });
-    intel.then_some(AVX2_ONE_ROW_AHEAD)
+    })
 }
 
 /// One tile's place, as raw pointers checked by the sweep: its first weight row `row` of
@@ -163,7 +174,7 @@ impl Tile<'_> {
 /// Sweeps the product with `$tile::<O, R>`, `$shape` mapping a block of R input rows
 /// to the register tile height O, then folds each group with `$folds` (widest first).
 macro_rules! sweep {
-    ($tile:ident, $shape:ident, $max_block:expr, $one_row_ahead:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
+    ($tile:ident, $stream_tile:ident, $in_halves:expr, $shape:ident, $max_block:expr, $one_row_ahead:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
         let (w, x, dst): (Weights, &[f32], &mut Columns) = ($w, $x, $dst);
         let features = w.features();
         let rows = dst.rows();
@@ -172,6 +183,7 @@ macro_rules! sweep {
         // would only park its accumulators (Intel, 410M shape, packs of 8, one process: 2 rows
         // x0.968, 3 rows x0.959 streamed against chunked).
         let streams = rows == 1 || (rows <= $max_block && $shape(rows) == pack);
+        let in_halves = streams && $in_halves;
         let one_row_ahead: Option<usize> =
             ($one_row_ahead).filter(|&d| streams && w.data().len() >= LONG_STREAM * d);
         let x_stride = x.len() / rows;
@@ -236,13 +248,13 @@ macro_rules! sweep {
                                     // their parking slots (`GROUP * rows` of them); loads stop
                                     // at step `s1 <= features / LANES`.
                                     unsafe {
-                                        if gi + O <= height {
-                                            $tile::<O, $r>(at);
-                                            gi += O;
-                                        } else {
-                                            $tile::<1, $r>(at);
-                                            gi += 1;
+                                        match (gi + O <= height, in_halves) {
+                                            (true, true) => $stream_tile::<O, $r>(at),
+                                            (true, false) => $tile::<O, $r>(at),
+                                            (false, true) => $stream_tile::<1, $r>(at),
+                                            (false, false) => $tile::<1, $r>(at),
                                         }
+                                        gi += if gi + O <= height { O } else { 1 };
                                     }
                                 }
                             }};
@@ -303,13 +315,17 @@ const fn shape_avx2(r: usize) -> usize {
     }
 }
 
+/// `in_halves`: [`avx512_streams_in_halves`], or either way (the loads read the same floats).
+///
 /// # Safety
 /// The CPU must have AVX-512F and AVX2 (for the 8-wide folds).
 #[target_feature(enable = "avx512f,avx2")]
-pub(super) fn dot_rows_avx512(w: Weights, x: &[f32], dst: &mut Columns) {
+pub(super) fn dot_rows_avx512(w: Weights, x: &[f32], dst: &mut Columns, in_halves: bool) {
     let folds: &[Fold] = &[(16, Avx512::fold), (8, Avx2::fold)];
     sweep!(
         tile_avx512,
+        tile_avx512_in_halves,
+        in_halves,
         shape_avx512,
         8,
         Some(AVX512_ONE_ROW_AHEAD),
@@ -332,15 +348,71 @@ pub(super) fn dot_rows_avx2(
     one_row_ahead: Option<usize>,
 ) {
     let folds: &[Fold] = &[(8, Avx2::fold)];
-    sweep!(tile_avx2, shape_avx2, 6, one_row_ahead, folds, w, x, dst)
+    sweep!(
+        tile_avx2,
+        tile_avx2,
+        false,
+        shape_avx2,
+        6,
+        one_row_ahead,
+        folds,
+        w,
+        x,
+        dst
+    )
 }
 
-/// One 16-lane register per (weight row, input row), over the tile's steps.
+/// One 16-lane register per (weight row, input row), over the tile's steps, each weight line
+/// one 64-byte load: for weights that the chunked sweep has prefetched into L2.
 ///
 /// # Safety
 /// Runs only inlined into an AVX-512F function; the tile's rows and slots must be in range.
 #[inline(always)]
 unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
+    unsafe { tile_avx512_with::<O, R, false>(t) }
+}
+
+/// [`tile_avx512`] loading each weight line as two 32-byte halves, for weights streamed from
+/// memory. On an Intel Xeon a stream of 64-byte loads reads memory slower than one of 32-byte
+/// loads, whatever the alignment: a two-thread read of 3 GiB ran at 30.3-30.8 GB/s in whole
+/// lines, 34.5 in halves joined as here and 34.9 with AVX2 alone. (Presumably the L1
+/// prefetcher, which Intel documents as triggered by ascending loads within a line; there were
+/// no counters to check.) In the kernels (Pythia-410M shape, one process, passes alternated)
+/// blocks of 2, 4 and 8 rows took x0.95, x0.94 and x0.92-0.93, 1 row x0.98. In the chunked
+/// sweep, whose weights come from L2, halves gained nothing (a 32-node tree x1.00-1.04).
+///
+/// # Safety
+/// As [`tile_avx512`].
+#[inline(always)]
+unsafe fn tile_avx512_in_halves<const O: usize, const R: usize>(t: Tile) {
+    unsafe { tile_avx512_with::<O, R, true>(t) }
+}
+
+/// A weight line as two 32-byte loads joined in one register. The upper half is read as a
+/// volatile unaligned load, so that the compiler cannot merge the two into one 64-byte load
+/// (it does with plain loads).
+///
+/// # Safety
+/// `at` must point at 16 readable floats; runs only inlined into an AVX-512F function.
+#[inline(always)]
+unsafe fn load_in_halves(at: *const f32) -> __m512 {
+    #[derive(Clone, Copy)]
+    #[repr(C, packed)]
+    struct Unaligned(__m256);
+    unsafe {
+        let low = _mm256_castps_pd(_mm256_loadu_ps(at));
+        let high = std::ptr::read_volatile(at.add(8).cast::<Unaligned>()).0;
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(low),
+            _mm256_castps_pd(high),
+        ))
+    }
+}
+
+/// # Safety
+/// As [`tile_avx512`].
+#[inline(always)]
+unsafe fn tile_avx512_with<const O: usize, const R: usize, const HALVES: bool>(t: Tile) {
     let f = t.x_stride;
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); R]; O];
@@ -361,7 +433,11 @@ unsafe fn tile_avx512<const O: usize, const R: usize>(t: Tile) {
                 if fetch {
                     _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
                 }
-                _mm512_loadu_ps(at)
+                if HALVES {
+                    load_in_halves(at)
+                } else {
+                    _mm512_loadu_ps(at)
+                }
             };
             let input = |ri: usize| _mm512_loadu_ps(t.x.add(ri * f + i));
             tile_step(&mut acc, weight, input, |w, x, a| _mm512_fmadd_ps(w, x, a));
