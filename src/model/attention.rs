@@ -4,7 +4,7 @@
 //! each token's output the same way however many tokens share the block.
 
 use super::error::Result;
-use super::kernels::{cpu_f32, parallel_chunks, scaled_dots};
+use super::kernels::{cpu_f32, parallel_columns, scaled_dots, Columns};
 use candle_core::Tensor;
 
 /// `q` `[heads, t, d]`, `keys`/`values` `[1, heads, total, d]` views of the cache, `mask`
@@ -29,15 +29,23 @@ pub(crate) fn attend(
     };
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; t * heads * d];
-    let task = |items: std::ops::Range<usize>, dst: &mut [f32]| {
-        for (i, dst) in items.zip(dst.chunks_mut(d)) {
-            let (row, head) = (i / heads, i % heads);
-            let query = &q[(head * t + row) * d..][..d];
-            let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
-            cache.attend_one(head, query, visible, scale, dst);
+    // The threads split the heads, and each runs every row of a head in turn, so that a head's
+    // keys and values come from memory once and stay in cache for its other rows. Taken row
+    // by row, a block of t rows read the whole layer's cache t times: after a 1500-token
+    // prompt (Pythia-410M shape, one process, passes alternated), an 8-row pass took 143 ms
+    // that way against 117 ms head by head, a 32-node tree 386 against 311 ms; 1 row the same.
+    let task = |own_heads: std::ops::Range<usize>, mut dst: Columns| {
+        let first = own_heads.start;
+        for head in own_heads {
+            for row in 0..t {
+                let query = &q[(head * t + row) * d..][..d];
+                let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
+                let out = &mut dst.row(row)[(head - first) * d..][..d];
+                cache.attend_one(head, query, visible, scale, out);
+            }
         }
     };
-    parallel_chunks(&mut out, d, 2 * t * heads * total * d, task);
+    parallel_columns(&mut out, t, d, 2 * t * heads * total * d, task);
     drop((k_storage, v_storage));
     Ok(Tensor::from_vec(out, (1, t, heads * d), keys.device())?)
 }

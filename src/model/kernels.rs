@@ -11,27 +11,6 @@ use candle_core::Storage;
 use super::aligned::AlignedF32;
 use super::error::Result;
 
-/// Runs `task(items, dst)` over the items whose outputs are `dst`'s consecutive chunks of
-/// `per_item` values (the last may be shorter), on the compute team when the work
-/// (multiply-adds) is worth a second thread.
-pub(crate) fn parallel_chunks(
-    dst: &mut [f32],
-    per_item: usize,
-    work: usize,
-    task: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
-) {
-    let items = dst.len().div_ceil(per_item);
-    let base = SharedSlice(dst.as_mut_ptr(), dst.len());
-    for_item_ranges(items, work, |range| {
-        let start = range.start * per_item;
-        let len = (range.end * per_item).min(base.1) - start;
-        // SAFETY: the ranges are disjoint, so the chunks never overlap, and
-        // `for_item_ranges` returns only when every range is done.
-        let chunk = unsafe { base.chunk(start, len) };
-        task(range, chunk)
-    });
-}
-
 /// Runs `run` over disjoint ranges covering `0..items`: on the compute team when the work
 /// (multiply-adds) is worth a second thread, else as one range on this thread.
 fn for_item_ranges(items: usize, work: usize, run: impl Fn(std::ops::Range<usize>) + Sync) {
@@ -74,19 +53,10 @@ const PARALLEL_MIN_WORK: usize = 1 << 16;
 /// A slice shared between pool workers that each write a disjoint part of it.
 struct SharedSlice(*mut f32, usize);
 
-// SAFETY: only disjoint chunks and windows are ever materialised (see `parallel_chunks`,
-// `parallel_columns`).
+// SAFETY: only disjoint windows are ever materialised (see `parallel_columns`).
 unsafe impl Sync for SharedSlice {}
 
 impl SharedSlice {
-    /// # Safety
-    /// No other live reference may overlap `start..start + len`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn chunk(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(start + len <= self.1, "chunk past the end");
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
-    }
-
     /// # Safety
     /// No other live reference or window may overlap columns `first..first + width` of the
     /// slice's `rows` rows.
