@@ -6,10 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use dynatree::bench::roofline::{fixed_cost_micros, gbs, pct_of, PairedRepeat, PassCost, Roofline};
+use dynatree::bench::roofline::{
+    fixed_cost_micros, gbs, pct_of, Attention, PairedRepeat, PassCost, Roofline,
+};
 use dynatree::bench::stats::{self, Estimate};
 use dynatree::decode::{self, GenerationSettings, Method, Metrics, Schedule, TreeParams};
-use dynatree::model::{compute_pool, GptNeox, HubSettings, ModelFiles, ModelSource, ReadStream};
+use dynatree::model::{
+    compute_pool, GptNeox, HubSettings, KvCache, ModelFiles, ModelSource, ReadStream,
+};
 
 struct Options {
     tokens: usize,
@@ -273,27 +277,72 @@ fn binary_tree_parents(n: usize) -> Vec<i32> {
         .collect()
 }
 
-/// The pass cost of a block with these parents, after the prompt is cached.
-fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f64) -> PassCost {
-    let prompt = prompt(model.config().vocab_size as u32);
-    let mut cache = model.new_cache(prompt.len() + 64).expect("cache");
-    let chain = dynatree::model::chain_parents;
-    model
-        .forward(&prompt, &chain(prompt.len()), &mut cache, prompt.len() - 1)
-        .expect("prefill");
-    cache.commit_all().expect("commit");
-    let block: Vec<u32> = prompt.iter().cycle().take(parents.len()).copied().collect();
-    let mut pass = |parents: &[i32]| {
+/// A model's cache holding a prompt of some length, which each timed pass extends and then
+/// drops.
+struct Prefilled {
+    prompt: Vec<u32>,
+    cache: KvCache,
+}
+
+impl Prefilled {
+    /// The reference prompt, repeated to `context` tokens, run through `model`.
+    fn new(model: &GptNeox, context: usize) -> Self {
+        let prompt: Vec<u32> = prompt(model.config().vocab_size as u32)
+            .into_iter()
+            .cycle()
+            .take(context)
+            .collect();
+        let mut cache = model.new_cache(context + 64).expect("cache");
+        let chain = dynatree::model::chain_parents(context);
+        model
+            .forward(&prompt, &chain, &mut cache, context - 1)
+            .expect("prefill");
+        cache.commit_all().expect("commit");
+        Self { prompt, cache }
+    }
+
+    /// Seconds of one pass of a block with these parents.
+    fn pass(&mut self, model: &GptNeox, parents: &[i32]) -> f64 {
+        let block: Vec<u32> = self
+            .prompt
+            .iter()
+            .cycle()
+            .take(parents.len())
+            .copied()
+            .collect();
         let start = std::time::Instant::now();
         model
-            .forward(&block[..parents.len()], parents, &mut cache, 0)
+            .forward(&block, parents, &mut self.cache, 0)
             .expect("pass");
-        cache.truncate(prompt.len());
-        start.elapsed().as_secs_f64()
-    };
+        let seconds = start.elapsed().as_secs_f64();
+        self.cache.truncate(self.prompt.len());
+        seconds
+    }
+
+    /// What a pass reads and computes in attention over this prompt.
+    fn attention(&self, model: &GptNeox) -> Attention {
+        let config = model.config();
+        Attention {
+            layers: config.num_hidden_layers,
+            hidden: config.hidden_size,
+            context: self.prompt.len(),
+        }
+    }
+}
+
+/// The pass cost of a block with these parents after `prefilled`'s prompt, for a pass that
+/// streams `bytes`.
+fn pass_cost(
+    model: &GptNeox,
+    prefilled: &mut Prefilled,
+    parents: &[i32],
+    bytes: f64,
+    ceilings: &Ceilings,
+    budget_s: f64,
+) -> PassCost {
+    let mut pass = |parents: &[i32]| prefilled.pass(model, parents);
     let first = pass(parents) + pass(&[-1]);
     let repeats = ((budget_s / first) as usize).clamp(5, 50);
-    let bytes = model.streamed_bytes() as f64;
     // A model that fits in cache is not bound by memory, and reading the ceiling's buffer
     // would evict it before every pass: its passes are set against the ceiling measured first.
     let from_memory = model.streamed_bytes() > 2 * largest_cache_bytes();
@@ -320,16 +369,31 @@ fn pass_cost(model: &GptNeox, parents: &[i32], ceilings: &Ceilings, budget_s: f6
     PassCost::of(&measured, bytes, from_memory).expect("at least 5 repeats")
 }
 
-/// What one pass costs as the block grows, against the machine's roofline: streaming the
-/// weights at the read ceiling, or one f32 multiply-add per weight and row at the compute
+/// What one pass costs as the block grows, after a prompt of `context` tokens, against the
+/// machine's roofline: streaming the weights and the KV cache once at the read ceiling, or
+/// every row's multiply-adds (one per weight, two per cached token and feature) at the compute
 /// ceiling, whichever takes longer. Speculation pays only while a block of k + 1 tokens costs
 /// about what one token costs, which needs the second to stay below the first.
-fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
-    let bytes = model.streamed_bytes() as f64;
-    let roofline = Roofline::new(bytes, ceilings.read_gbs, ceilings.fma_per_s);
+fn pass_cost_by_block(
+    model: &GptNeox,
+    name: &str,
+    ceilings: &Ceilings,
+    context: usize,
+    blocks: &[(String, Vec<i32>)],
+) {
+    // On the compute pool's thread, as decoding runs its passes: a pass called from outside
+    // hops onto that thread and back (two wake-ups), which a generation pays once.
+    let mut prefilled = compute_pool().install(|| Prefilled::new(model, context));
+    let attention = prefilled.attention(model);
+    let weights = model.streamed_bytes() as f64;
+    let bytes = weights + attention.cache_bytes();
+    let fmas_per_row = weights / 4.0 + attention.fmas_per_row();
+    let roofline = Roofline::new(bytes, fmas_per_row, ceilings.read_gbs, ceilings.fma_per_s);
     println!(
-        "{name}: {:.1} MB of weights per pass, {:.0} µs at the read ceiling, {:.0} µs of multiply-adds per row at the compute ceiling",
+        "{name} after {context} tokens: {:.1} MB per pass ({:.1} of weights, {:.1} of KV cache), {:.0} µs at the read ceiling, {:.0} µs of multiply-adds per row at the compute ceiling",
         bytes / 1e6,
+        weights / 1e6,
+        attention.cache_bytes() / 1e6,
         roofline.floor_micros,
         roofline.compute_micros_per_row
     );
@@ -337,17 +401,10 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
         "  {:<10} {:>10} {:>8} {:>8} {:>10} {:>10} {:>8} {:>10}",
         "block", "µs/pass", "x 1-row", "GB/s", "% ceiling", "roofline", "x 1-row", "% roofline"
     );
-    let chain = dynatree::model::chain_parents;
-    let mut blocks: Vec<(String, Vec<i32>)> = [1usize, 2, 3, 5, 8, 9, 17, 33]
-        .iter()
-        .map(|&n| (format!("chain {n}"), chain(n)))
-        .collect();
-    blocks.push(("tree 32".into(), binary_tree_parents(32)));
     let mut one_row: Option<PassCost> = None;
-    for (label, parents) in &blocks {
-        // On the compute pool's thread, as decoding runs its passes: a pass called from
-        // outside hops onto that thread and back (two wake-ups), which a generation pays once.
-        let cost = compute_pool().install(|| pass_cost(model, parents, ceilings, 0.5));
+    for (label, parents) in blocks {
+        let cost = compute_pool()
+            .install(|| pass_cost(model, &mut prefilled, parents, bytes, ceilings, 0.5));
         let us = cost.micros;
         let roofline_us = roofline.micros(parents.len());
         println!(
@@ -365,7 +422,23 @@ fn pass_cost_by_block(model: &GptNeox, name: &str, ceilings: &Ceilings) {
     }
 }
 
-/// What a 1-row pass costs beyond streaming its weights. Bandwidth drifts, so a model read from
+/// The blocks the bench times: chains of 1 to 33 rows and a 32-node binary tree; `few` keeps
+/// 1 and 8 rows and the tree.
+fn blocks(few: bool) -> Vec<(String, Vec<i32>)> {
+    let sizes: &[usize] = if few {
+        &[1, 8]
+    } else {
+        &[1, 2, 3, 5, 8, 9, 17, 33]
+    };
+    let mut blocks: Vec<(String, Vec<i32>)> = sizes
+        .iter()
+        .map(|&n| (format!("chain {n}"), dynatree::model::chain_parents(n)))
+        .collect();
+    blocks.push(("tree 32".into(), binary_tree_parents(32)));
+    blocks
+}
+
+/// What a 1-row pass costs beyond streaming its weights and KV cache. Bandwidth drifts, so a model read from
 /// memory is set against reads taken in the same repeats as its passes (the ceiling measured
 /// first can be slower than a later pass, which made this figure negative). A model that fits in
 /// cache streams its weights faster than the memory ceiling: it is set against the rate this
@@ -389,8 +462,9 @@ fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
 fn tiny_pair(opts: &Options, ceilings: &Ceilings) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-neox");
     let (target, draft) = (load(&fixture.join("target")), load(&fixture.join("draft")));
-    pass_cost_by_block(&target, "tiny target", ceilings);
-    pass_cost_by_block(&draft, "tiny draft", ceilings);
+    let context = prompt(256).len();
+    pass_cost_by_block(&target, "tiny target", ceilings, context, &blocks(false));
+    pass_cost_by_block(&draft, "tiny draft", ceilings, context, &blocks(false));
     println!(
         "tiny pair (target 4x256, draft 2x128), f32 CPU, {} new tokens, {} repeats",
         opts.tokens, opts.repeats
@@ -558,7 +632,17 @@ fn main() {
         let dir = pythia_410m_checkpoint();
         println!("\nPythia-410M shape ({}), f32 CPU", dir.display());
         let target = load_reporting_huge_pages(&dir);
-        pass_cost_by_block(&target, "pythia-410m shape", &ceilings);
+        let short = prompt(target.config().vocab_size as u32).len();
+        pass_cost_by_block(
+            &target,
+            "pythia-410m shape",
+            &ceilings,
+            short,
+            &blocks(false),
+        );
+        // The paper's runs generate 1500 tokens: late in one, every pass also reads a KV cache
+        // a fifth the size of the weights.
+        pass_cost_by_block(&target, "pythia-410m shape", &ceilings, 1500, &blocks(true));
         let ar = measure("ar", &Method::Ar, &target, None, &opts);
         let bytes = target.streamed_bytes() as f64;
         let read_after = read_rate(&ceilings.buffer, ceilings.stream, 3);

@@ -83,12 +83,13 @@ pub struct Roofline {
 }
 
 impl Roofline {
-    /// For `bytes` of f32 weights, a read ceiling in GB/s and a compute ceiling in f32
+    /// For a pass that streams `bytes` (weights and KV cache) and runs `fmas_per_row` f32
+    /// multiply-adds per row, against a read ceiling in GB/s and a compute ceiling in f32
     /// multiply-adds per second.
-    pub fn new(bytes: f64, read_gbs: f64, fma_per_s: f64) -> Self {
+    pub fn new(bytes: f64, fmas_per_row: f64, read_gbs: f64, fma_per_s: f64) -> Self {
         Self {
             floor_micros: bytes / (read_gbs * 1e3),
-            compute_micros_per_row: bytes / 4.0 / fma_per_s * 1e6,
+            compute_micros_per_row: fmas_per_row / fma_per_s * 1e6,
         }
     }
 
@@ -101,6 +102,28 @@ impl Roofline {
     /// A pass of `rows` rows at the roofline, as a multiple of one row's.
     pub fn x_one_row(&self, rows: usize) -> f64 {
         self.micros(rows) / self.micros(1)
+    }
+}
+
+/// What a pass reads and computes beyond its weights after `context` tokens: every layer's
+/// keys and values (f32), read once, and per row one multiply-add per key feature (scores) and
+/// per value feature (the weighted sum).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    pub layers: usize,
+    pub hidden: usize,
+    pub context: usize,
+}
+
+impl Attention {
+    /// Bytes of the KV cache a pass reads, once.
+    pub fn cache_bytes(&self) -> f64 {
+        (2 * self.layers * self.context * self.hidden * 4) as f64
+    }
+
+    /// Multiply-adds of one row's attention over the context.
+    pub fn fmas_per_row(&self) -> f64 {
+        (2 * self.layers * self.context * self.hidden) as f64
     }
 }
 
@@ -174,13 +197,26 @@ mod tests {
     #[test]
     fn the_roofline_is_memory_bound_until_the_rows_compute_longer_than_the_read() {
         // 1 GB at 25 GB/s: 40 ms; 250 M multiply-adds per row at 50 G/s: 5 ms per row.
-        let roof = Roofline::new(BYTES, 25.0, 50.0e9);
+        let roof = Roofline::new(BYTES, BYTES / 4.0, 25.0, 50.0e9);
         assert!((roof.floor_micros - 40_000.0).abs() < 1e-6);
         assert!((roof.compute_micros_per_row - 5_000.0).abs() < 1e-6);
         assert_eq!(roof.micros(1), roof.floor_micros);
         assert_eq!(roof.x_one_row(8), 1.0);
         assert!((roof.x_one_row(16) - 2.0).abs() < 1e-12);
         assert!((roof.micros(32) - 160_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_reads_every_layers_keys_and_values_once() {
+        // Pythia-410M: 24 layers of 1024 features; after 1500 tokens, 2 x 24 x 1500 x 1024
+        // floats (295 MB) and 73.7 M multiply-adds per row.
+        let attention = Attention {
+            layers: 24,
+            hidden: 1024,
+            context: 1500,
+        };
+        assert_eq!(attention.cache_bytes(), 294_912_000.0);
+        assert_eq!(attention.fmas_per_row(), 73_728_000.0);
     }
 
     #[test]
