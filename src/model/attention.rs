@@ -4,7 +4,7 @@
 //! each token's output the same way however many tokens share the block.
 
 use super::error::Result;
-use super::kernels::{cpu_f32, parallel_columns, scaled_dots, Columns};
+use super::kernels::{cpu_f32, parallel_columns, scaled_dots, weighted_sum, Columns};
 use candle_core::Tensor;
 
 /// `q` `[heads, t, d]`, `keys`/`values` `[1, heads, total, d]` views of the cache, `mask`
@@ -25,7 +25,6 @@ pub(crate) fn attend(
         key_at: Strides::of(k_layout),
         value_at: Strides::of(v_layout),
         total,
-        d,
     };
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; t * heads * d];
@@ -78,7 +77,6 @@ struct CacheView<'a> {
     key_at: Strides,
     value_at: Strides,
     total: usize,
-    d: usize,
 }
 
 impl CacheView<'_> {
@@ -90,24 +88,18 @@ impl CacheView<'_> {
         scale: f32,
         out: &mut [f32],
     ) {
-        let d = self.d;
         let mut scores = vec![0f32; self.total];
         let keys = &self.keys[self.key_at.at(head, 0)..];
         scaled_dots(query, keys, self.key_at.slot, visible, scale, &mut scores);
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
-        out.fill(0.0);
-        for (slot, score) in scores.iter().enumerate() {
-            let weight = (score - max).exp();
-            if weight == 0.0 {
-                continue;
-            }
-            sum += weight;
-            let value = &self.values[self.value_at.at(head, slot)..][..d];
-            out.iter_mut()
-                .zip(value)
-                .for_each(|(o, v)| *o += weight * v);
+        for score in scores.iter_mut() {
+            *score = (*score - max).exp();
+            sum += *score;
         }
+        out.fill(0.0);
+        let values = &self.values[self.value_at.at(head, 0)..];
+        weighted_sum(&scores, values, self.value_at.slot, out);
         let norm = 1.0 / sum;
         out.iter_mut().for_each(|o| *o *= norm);
     }

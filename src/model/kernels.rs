@@ -376,12 +376,14 @@ fn portable_dot_rows(w: Weights, x: &[f32], dst: &mut Columns) {
 
 mod columns;
 mod gelu;
+mod weighted_sum;
 mod weights;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
+pub(crate) use weighted_sum::weighted_sum;
 pub(crate) use weights::{WeightMatrix, Weights};
 
 /// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
