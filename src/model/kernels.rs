@@ -165,32 +165,23 @@ impl Isa {
     }
 }
 
-/// `scores[s] = scale * query · keys[s * stride..][..d]` for every slot `visible` leaves at 0
-/// (all when `None`); other scores are set to -inf.
-pub(crate) fn scaled_dots(
-    query: &[f32],
-    keys: &[f32],
-    stride: usize,
-    visible: Option<&[f32]>,
-    scale: f32,
-    scores: &mut [f32],
-) {
-    let d = query.len();
+/// `scores[r * slots + s] = queries[r] · keys[s * stride..][..d]` for every query row `r` (of
+/// `d` floats) and slot `s < slots`: canonical dots, so a row's scores do not depend on how
+/// many rows share the call.
+pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, scores: &mut [f32]) {
+    let rows = queries.len() / d;
+    let slots = scores.len() / rows;
     if stride == d {
-        // The slots are the rows of one matrix: one product, whose tiles read several keys at once.
-        let keys = Weights::row_major(&keys[..scores.len() * d], d);
-        dot_rows(keys, query, &mut Columns::all(scores, 1));
+        // The slots are the rows of one matrix: one product, whose tiles read several keys at
+        // once for several queries.
+        let keys = Weights::row_major(&keys[..slots * d], d);
+        dot_rows(keys, queries, &mut Columns::all(scores, rows));
     } else {
-        for (slot, score) in scores.iter_mut().enumerate() {
-            *score = dot(query, &keys[slot * stride..][..d]);
+        for (query, scores) in queries.chunks(d).zip(scores.chunks_mut(slots)) {
+            for (slot, score) in scores.iter_mut().enumerate() {
+                *score = dot(query, &keys[slot * stride..][..d]);
+            }
         }
-    }
-    for (slot, score) in scores.iter_mut().enumerate() {
-        *score = if visible.is_none_or(|m| m[slot] == 0.0) {
-            *score * scale
-        } else {
-            f32::NEG_INFINITY
-        };
     }
 }
 
