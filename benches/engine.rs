@@ -71,6 +71,15 @@ fn prompt(vocab: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Tokens of the reference prompt: the context of the bench's first pass-cost tables.
+fn reference_context() -> usize {
+    prompt(u32::MAX).len()
+}
+
+/// The paper's runs generate 1500 tokens: late in one, every pass of the Pythia-410M shape also
+/// reads a KV cache a fifth the size of its weights.
+const PAPER_CONTEXT: usize = 1500;
+
 /// One method's timed repeats.
 struct Measured {
     /// Mean tokens/s over the repeats, prefill included.
@@ -438,11 +447,11 @@ fn blocks(few: bool) -> Vec<(String, Vec<i32>)> {
     blocks
 }
 
-/// What a 1-row pass costs beyond streaming its weights and KV cache. Bandwidth drifts, so a model read from
-/// memory is set against reads taken in the same repeats as its passes (the ceiling measured
-/// first can be slower than a later pass, which made this figure negative). A model that fits in
-/// cache streams its weights faster than the memory ceiling: it is set against the rate this
-/// machine reads that many bytes at, again and again, from cache.
+/// What a 1-row pass costs beyond streaming its weights and KV cache. Bandwidth drifts, so a
+/// model read from memory is set against reads taken in the same repeats as its passes (the
+/// ceiling measured first can be slower than a later pass, which made this figure negative). A
+/// model that fits in cache streams its weights faster than the memory ceiling: it is set
+/// against the rate this machine reads that many bytes at, again and again, from cache.
 fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
     match one_row.paired_fixed_micros {
         Some(fixed) => println!(
@@ -462,7 +471,7 @@ fn print_fixed_cost(one_row: &PassCost, bytes: f64) {
 fn tiny_pair(opts: &Options, ceilings: &Ceilings) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-neox");
     let (target, draft) = (load(&fixture.join("target")), load(&fixture.join("draft")));
-    let context = prompt(256).len();
+    let context = reference_context();
     pass_cost_by_block(&target, "tiny target", ceilings, context, &blocks(false));
     pass_cost_by_block(&draft, "tiny draft", ceilings, context, &blocks(false));
     println!(
@@ -632,17 +641,15 @@ fn main() {
         let dir = pythia_410m_checkpoint();
         println!("\nPythia-410M shape ({}), f32 CPU", dir.display());
         let target = load_reporting_huge_pages(&dir);
-        let short = prompt(target.config().vocab_size as u32).len();
+        let name = "pythia-410m shape";
         pass_cost_by_block(
             &target,
-            "pythia-410m shape",
+            name,
             &ceilings,
-            short,
+            reference_context(),
             &blocks(false),
         );
-        // The paper's runs generate 1500 tokens: late in one, every pass also reads a KV cache
-        // a fifth the size of the weights.
-        pass_cost_by_block(&target, "pythia-410m shape", &ceilings, 1500, &blocks(true));
+        pass_cost_by_block(&target, name, &ceilings, PAPER_CONTEXT, &blocks(true));
         let ar = measure("ar", &Method::Ar, &target, None, &opts);
         let bytes = target.streamed_bytes() as f64;
         let read_after = read_rate(&ceilings.buffer, ceilings.stream, 3);

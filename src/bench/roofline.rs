@@ -1,6 +1,6 @@
 //! The arithmetic of the engine bench (`make bench`): a forward pass's cost set against what
-//! bounds it on this machine, streaming its weights at the read ceiling or multiply-adding
-//! them at the compute ceiling. The bench measures; these functions turn its measurements into
+//! bounds it on this machine, streaming its weights and KV cache at the read ceiling or
+//! running its multiply-adds at the compute ceiling. The bench measures; these functions turn its measurements into
 //! the figures it prints, so that each figure is tested to mean what its label says.
 
 use super::stats::median;
@@ -25,15 +25,16 @@ pub struct PassCost {
     pub micros: f64,
     /// Median of (block pass / 1-row pass).
     pub x_one_row: f64,
-    /// Median of (weight bytes / block pass) / (read right before it), in %.
+    /// Median of (bytes streamed / block pass) / (read right before it), in %.
     pub pct_ceiling: f64,
-    /// Median of (1-row pass - weight bytes at the read right before it), µs; `None` where the
-    /// weights were not read from memory, which the ceiling's read does not measure.
+    /// Median of (1-row pass - bytes streamed at the read right before it), µs; `None` where
+    /// the weights were not read from memory, which the ceiling's read does not measure.
     pub paired_fixed_micros: Option<f64>,
 }
 
 impl PassCost {
-    /// The cost of passes over `bytes` of weights from these repeats (`None` without any).
+    /// The cost of passes that stream `bytes` (weights and KV cache) from these repeats
+    /// (`None` without any).
     /// `from_memory` says whether the weights are far larger than the caches, so that the reads
     /// of the ceiling's buffer measure what the passes stream at.
     pub fn of(repeats: &[PairedRepeat], bytes: f64, from_memory: bool) -> Option<Self> {
@@ -65,20 +66,20 @@ pub fn pct_of(rate: f64, ceiling: f64) -> f64 {
     100.0 * rate / ceiling
 }
 
-/// What a pass of `pass_micros` costs beyond streaming its `bytes` of weights at `read_gbs`:
-/// the part of a pass that does not scale with its weights.
+/// What a pass of `pass_micros` costs beyond streaming its `bytes` (weights and KV cache) at
+/// `read_gbs`: the part of a pass that does not scale with what it reads.
 pub fn fixed_cost_micros(pass_micros: f64, bytes: f64, read_gbs: f64) -> f64 {
     pass_micros - bytes / (read_gbs * 1e3)
 }
 
-/// The least a pass of some rows can cost on this machine: streaming the weights once at the
-/// read ceiling, or one f32 multiply-add per weight and row at the compute ceiling, whichever
-/// takes longer.
+/// The least a pass of some rows can cost on this machine: streaming its bytes once at the
+/// read ceiling, or every row's f32 multiply-adds at the compute ceiling, whichever takes
+/// longer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Roofline {
-    /// µs to stream the weights at the read ceiling.
+    /// µs to stream the pass's bytes at the read ceiling.
     pub floor_micros: f64,
-    /// µs of one row's multiply-adds (one per 4-byte weight) at the compute ceiling.
+    /// µs of one row's multiply-adds at the compute ceiling.
     pub compute_micros_per_row: f64,
 }
 

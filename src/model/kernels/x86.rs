@@ -243,19 +243,21 @@ macro_rules! sweep {
                                         park: t.park.wrapping_add(gi * rows * LANES),
                                         ..t
                                     };
+                                    // A whole tile of O weight rows, or one row at the end.
+                                    let whole = gi + O <= height;
                                     // SAFETY: rows `g + gi..` of `w` and `r..r + $r` of `x` are
                                     // in range (`gi < height`, `r + block <= rows`), as are
                                     // their parking slots (`GROUP * rows` of them); loads stop
                                     // at step `s1 <= features / LANES`.
                                     unsafe {
-                                        match (gi + O <= height, in_halves) {
+                                        match (whole, in_halves) {
                                             (true, true) => $stream_tile::<O, $r>(at),
                                             (true, false) => $tile::<O, $r>(at),
                                             (false, true) => $stream_tile::<1, $r>(at),
                                             (false, false) => $tile::<1, $r>(at),
                                         }
-                                        gi += if gi + O <= height { O } else { 1 };
                                     }
+                                    gi += if whole { O } else { 1 };
                                 }
                             }};
                         }
