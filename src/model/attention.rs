@@ -5,7 +5,9 @@
 //! token's output the same way however many tokens share the block.
 
 use super::error::Result;
-use super::kernels::{cpu_f32, key_dots, parallel_columns, weighted_sum, Columns};
+use super::kernels::{
+    cpu_f32, key_dots, parallel_columns, softmax_unnormalised, weighted_sum, Columns,
+};
 use candle_core::Tensor;
 
 /// `q` `[heads, t, d]`, `keys`/`values` `[1, heads, total, d]` views of the cache, `mask`
@@ -97,19 +99,7 @@ impl CacheView<'_> {
         scale: f32,
         out: &mut [f32],
     ) {
-        for (slot, score) in scores.iter_mut().enumerate() {
-            *score = if visible.is_none_or(|m| m[slot] == 0.0) {
-                *score * scale
-            } else {
-                f32::NEG_INFINITY
-            };
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for score in scores.iter_mut() {
-            *score = (*score - max).exp();
-            sum += *score;
-        }
+        let sum = softmax_unnormalised(scores, visible, scale);
         out.fill(0.0);
         let values = &self.values[self.value_at.at(head, 0)..];
         weighted_sum(scores, values, self.value_at.slot, out);

@@ -367,6 +367,7 @@ fn portable_dot_rows(w: Weights, x: &[f32], dst: &mut Columns) {
 
 mod columns;
 mod gelu;
+mod softmax;
 mod weighted_sum;
 mod weights;
 #[cfg(target_arch = "x86_64")]
@@ -374,6 +375,7 @@ mod x86;
 
 pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
+pub(crate) use softmax::softmax_unnormalised;
 pub(crate) use weighted_sum::weighted_sum;
 pub(crate) use weights::{WeightMatrix, Weights};
 
