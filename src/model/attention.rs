@@ -6,7 +6,7 @@
 
 use super::error::Result;
 use super::kernels::{
-    cpu_f32, key_dots, parallel_columns, softmax_unnormalised, weighted_sum, Columns,
+    cpu_f32, key_dots, parallel_columns, softmax_unnormalised, weighted_sums, Columns,
 };
 use candle_core::Tensor;
 
@@ -39,12 +39,20 @@ pub(crate) fn attend(
     let task = |own_heads: std::ops::Range<usize>, mut dst: Columns| {
         let first = own_heads.start;
         let mut scores = vec![0f32; t * total];
+        let mut sums = vec![0f32; t];
+        let mut head_out = vec![0f32; t * d];
         for head in own_heads {
             cache.key_dots(head, &q[head * t * d..][..t * d], d, &mut scores);
-            for (row, scores) in scores.chunks_mut(total).enumerate() {
+            for (row, (scores, sum)) in scores.chunks_mut(total).zip(&mut sums).enumerate() {
                 let visible = mask.map(|m| &m[row * total..(row + 1) * total]);
+                *sum = softmax_unnormalised(scores, visible, scale);
+            }
+            head_out.fill(0.0);
+            cache.weighted_sums(head, &scores, &mut head_out, t);
+            for (row, (sums, sum)) in head_out.chunks(d).zip(&sums).enumerate() {
+                let norm = 1.0 / sum;
                 let out = &mut dst.row(row)[(head - first) * d..][..d];
-                cache.attend_row(head, scores, visible, scale, out);
+                out.iter_mut().zip(sums).for_each(|(o, s)| *o = s * norm);
             }
         }
     };
@@ -89,21 +97,10 @@ impl CacheView<'_> {
         key_dots(queries, d, keys, self.key_at.slot, scores);
     }
 
-    /// One query row's output from its dots with the head's keys: scaled, masked, softmax,
-    /// weighted sum of the values.
-    fn attend_row(
-        &self,
-        head: usize,
-        scores: &mut [f32],
-        visible: Option<&[f32]>,
-        scale: f32,
-        out: &mut [f32],
-    ) {
-        let sum = softmax_unnormalised(scores, visible, scale);
-        out.fill(0.0);
+    /// Every row's sum of the head's values weighted by its softmax weights (`weights`
+    /// `[rows, total]`), added into `out` `[rows, d]`.
+    fn weighted_sums(&self, head: usize, weights: &[f32], out: &mut [f32], rows: usize) {
         let values = &self.values[self.value_at.at(head, 0)..];
-        weighted_sum(scores, values, self.value_at.slot, out);
-        let norm = 1.0 / sum;
-        out.iter_mut().for_each(|o| *o *= norm);
+        weighted_sums(weights, values, self.value_at.slot, out, rows);
     }
 }

@@ -376,7 +376,7 @@ mod x86;
 pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
 pub(crate) use softmax::softmax_unnormalised;
-pub(crate) use weighted_sum::weighted_sum;
+pub(crate) use weighted_sum::weighted_sums;
 pub(crate) use weights::{WeightMatrix, Weights};
 
 /// Runs `f` with a per-thread, cache-line-aligned buffer of `slots` parked 16-lane
