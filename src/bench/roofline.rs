@@ -1,7 +1,8 @@
 //! The arithmetic of the engine bench (`make bench`): a forward pass's cost set against what
 //! bounds it on this machine, streaming its weights and KV cache at the read ceiling or
-//! running its multiply-adds at the compute ceiling. The bench measures; these functions turn its measurements into
-//! the figures it prints, so that each figure is tested to mean what its label says.
+//! running its multiply-adds at the compute ceiling. The bench measures; these functions turn
+//! its measurements into the figures it prints, so that each figure is tested to mean what its
+//! label says.
 
 use super::stats::median;
 

@@ -49,10 +49,12 @@ pub(crate) fn attend(
             }
             head_out.fill(0.0);
             cache.weighted_sums(head, &scores, &mut head_out, t);
-            for (row, (sums, sum)) in head_out.chunks(d).zip(&sums).enumerate() {
+            for (row, (weighted, sum)) in head_out.chunks(d).zip(&sums).enumerate() {
                 let norm = 1.0 / sum;
                 let out = &mut dst.row(row)[(head - first) * d..][..d];
-                out.iter_mut().zip(sums).for_each(|(o, s)| *o = s * norm);
+                out.iter_mut()
+                    .zip(weighted)
+                    .for_each(|(o, w)| *o = w * norm);
             }
         }
     };

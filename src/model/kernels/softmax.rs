@@ -160,6 +160,12 @@ mod tests {
         assert!(exp(SMALLEST) >= f32::MIN_POSITIVE);
     }
 
+    #[test]
+    #[should_panic(expected = "softmax: one mask value per slot")]
+    fn a_mask_of_another_length_is_refused() {
+        softmax_unnormalised(&mut [0.0; 4], Some(&[0.0; 3]), 1.0);
+    }
+
     fn scores(n: usize) -> Vec<f32> {
         (0..n)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173)

@@ -29,7 +29,7 @@ pub(crate) fn weighted_sums(
 ) {
     assert!(
         rows > 0 && weights.len().is_multiple_of(rows) && out.len().is_multiple_of(rows),
-        "weighted_sum: {} weights and {} outputs are not {rows} rows",
+        "weighted_sums: {} weights and {} outputs are not {rows} rows",
         weights.len(),
         out.len()
     );
@@ -39,7 +39,7 @@ pub(crate) fn weighted_sums(
     };
     assert!(
         stride >= d && last * stride + d <= values.len(),
-        "weighted_sum: {slots} slots {stride} apart of {d} values need {} floats, got {}",
+        "weighted_sums: {slots} slots {stride} apart of {d} values need {} floats, got {}",
         last * stride + d,
         values.len()
     );
@@ -235,7 +235,13 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "weighted_sum")]
+    #[should_panic(expected = "weighted_sums: 3 weights and 128 outputs are not 2 rows")]
+    fn weights_that_are_not_whole_rows_are_refused() {
+        weighted_sums(&[1.0; 3], &[1.0; 256], 64, &mut [0.0; 128], 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "weighted_sums: 2 slots 64 apart of 64 values need 128 floats")]
     fn too_few_values_are_refused() {
         weighted_sums(&[1.0, 1.0], &[1.0; 100], 64, &mut [0.0; 64], 1);
     }
