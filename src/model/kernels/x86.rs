@@ -1,7 +1,7 @@
 //! The AVX-512 and AVX2 paths of the canonical dot.
 //!
 //! A product of `outputs` weight rows by `rows` input rows is cut into register tiles. Weight
-//! rows go in groups of [`GROUP`], input rows in blocks of up to 8 (AVX2: 6); each (group,
+//! rows go in groups of [`GROUP`], input rows in blocks of up to 8 (AVX2: 4); each (group,
 //! block) is swept by tiles of `O` weight rows by the block's `R` input rows, whose `O * R`
 //! 16-lane accumulators stay in registers.
 //! - One input row: the product is a read of the weights (memory-bound), written against
@@ -174,7 +174,7 @@ impl Tile<'_> {
 /// Sweeps the product with `$tile::<O, R>`, `$shape` mapping a block of R input rows
 /// to the register tile height O, then folds each group with `$folds` (widest first).
 macro_rules! sweep {
-    ($tile:ident, $stream_tile:ident, $in_halves:expr, $shape:ident, $max_block:expr, $one_row_ahead:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
+    ($tile:ident, $stream_tile:ident, $stream_tile_on:expr, $shape:ident, $max_block:expr, $max_streamed:expr, $one_row_ahead:expr, $folds:expr, $w:expr, $x:expr, $dst:expr) => {{
         let (w, x, dst): (Weights, &[f32], &mut Columns) = ($w, $x, $dst);
         let features = w.features();
         let rows = dst.rows();
@@ -182,8 +182,8 @@ macro_rules! sweep {
         // One block whose tiles are whole packs reads the weights as one row does: a chunk
         // would only park its accumulators (Intel, 410M shape, packs of 8, one process: 2 rows
         // x0.968, 3 rows x0.959 streamed against chunked).
-        let streams = rows == 1 || (rows <= $max_block && $shape(rows) == pack);
-        let in_halves = streams && $in_halves;
+        let streams = rows == 1 || (rows <= $max_streamed && $shape(rows) == pack);
+        let stream_tile = streams && $stream_tile_on;
         let one_row_ahead: Option<usize> =
             ($one_row_ahead).filter(|&d| streams && w.data().len() >= LONG_STREAM * d);
         let x_stride = x.len() / rows;
@@ -250,7 +250,7 @@ macro_rules! sweep {
                                     // their parking slots (`GROUP * rows` of them); loads stop
                                     // at step `s1 <= features / LANES`.
                                     unsafe {
-                                        match (whole, in_halves) {
+                                        match (whole, stream_tile) {
                                             (true, true) => $stream_tile::<O, $r>(at),
                                             (true, false) => $tile::<O, $r>(at),
                                             (false, true) => $stream_tile::<1, $r>(at),
@@ -307,13 +307,22 @@ const fn shape_avx512(_r: usize) -> usize {
     AVX512_TILE_ROWS
 }
 
-/// AVX2 tile height: each accumulator takes two of the 16 registers (`2 * O * R + min(O, R) + 1`).
+/// Input rows per block of the AVX2 chunked sweep: 3 x 4 tiles. On an Intel Xeon (AVX2 path
+/// forced, Pythia-410M shape, one process, passes alternated), blocks of at most 6 rows took
+/// x1.01-1.03 as long and blocks of 3 x1.03-1.14 (4 rows alone: x0.94).
+const AVX2_MAX_BLOCK: usize = 4;
+
+/// AVX2 tile height for a block of `r` input rows. A one-row tile (the one row's stream) holds
+/// each 16-lane accumulator as two 8-lane registers, so it is one pack of 4 (`2 * 4 + 1 + 1`
+/// of the 16 registers). The chunked sweep's tiles run the two halves one after the other
+/// ([`tile_avx2_by_halves`]), one register per accumulator: `O * R + min(O, R) + 1 <= 16`.
 const fn shape_avx2(r: usize) -> usize {
     match r {
         1 => 4,
-        2 => 3,
-        3 => 2,
-        _ => 1,
+        2 => 6,
+        3 => 4,
+        4 => 3,
+        _ => 2,
     }
 }
 
@@ -329,6 +338,7 @@ pub(super) fn dot_rows_avx512(w: Weights, x: &[f32], dst: &mut Columns, in_halve
         tile_avx512_in_halves,
         in_halves,
         shape_avx512,
+        8,
         8,
         Some(AVX512_ONE_ROW_AHEAD),
         folds,
@@ -351,11 +361,12 @@ pub(super) fn dot_rows_avx2(
 ) {
     let folds: &[Fold] = &[(8, Avx2::fold)];
     sweep!(
+        tile_avx2_by_halves,
         tile_avx2,
-        tile_avx2,
-        false,
+        true,
         shape_avx2,
-        6,
+        AVX2_MAX_BLOCK,
+        1,
         one_row_ahead,
         folds,
         w,
@@ -498,9 +509,54 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
     }
 }
 
+/// The AVX2 tile of the chunked sweep: weights from L2 and inputs from L1, it is written
+/// against the FMA units and two loads per cycle. Lanes 0-7 and 8-15 of an accumulator are
+/// independent sums until the fold, so the tile sweeps its chunk once per half with one
+/// register per accumulator: 3 x 4 and 4 x 3 tiles (12 multiply-adds for 7 loads) fit where
+/// interleaved halves allowed 1 x 6 (6 for 7).
+///
+/// # Safety
+/// Runs only inlined into an AVX2+FMA function; as [`tile_avx512`].
+#[inline(always)]
+unsafe fn tile_avx2_by_halves<const O: usize, const R: usize>(t: Tile) {
+    let f = t.x_stride;
+    let weight_rows = t.weight_rows::<O>();
+    let stride = t.weights.step_stride();
+    let ahead = t.prefetch.map_or(0, |p| p.ahead);
+    for half in 0..2 {
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); R]; O];
+            if !t.first {
+                for (oi, lanes) in acc.iter_mut().enumerate() {
+                    for (ri, lane) in lanes.iter_mut().enumerate() {
+                        *lane = _mm256_load_ps(t.slot(oi, ri).add(8 * half));
+                    }
+                }
+            }
+            for_steps!(t.steps, t.prefetch, |step, fetch| {
+                let i = step * LANES + 8 * half;
+                let weight = |oi: usize| {
+                    let at = weight_rows[oi].add(step * stride + 8 * half);
+                    if fetch && half == 0 {
+                        _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
+                    }
+                    _mm256_loadu_ps(at)
+                };
+                let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * f + i));
+                tile_step(&mut acc, weight, input, |w, x, a| _mm256_fmadd_ps(w, x, a));
+            });
+            for (oi, lanes) in acc.iter().enumerate() {
+                for (ri, lane) in lanes.iter().enumerate() {
+                    _mm256_store_ps(t.slot(oi, ri).add(8 * half), *lane);
+                }
+            }
+        }
+    }
+}
+
 /// One step of a tile on either path: `acc[oi][ri] = fma(weight(oi), input(ri), acc[oi][ri])`.
 /// It holds the smaller side's loads in registers and streams the other: the loads are the
-/// same, but `O * R + min(O, R) + 1` registers (AVX2: twice the accumulators) fit where holding
+/// same, but `O * R + min(O, R) + 1` registers (AVX2's one-row tile: twice the accumulators) fit where holding
 /// the larger side spilled an accumulator, a store and a reload on its chain every step.
 #[inline(always)]
 fn tile_step<V: Copy, const O: usize, const R: usize>(
