@@ -216,14 +216,17 @@ fn load_reporting_huge_pages(dir: &Path) -> GptNeox {
 }
 
 /// The machine's read ceiling, GB/s: the best of plain and prefetching reads with every vector
-/// path's loads, on ordinary and huge pages, over a buffer 8x the largest cache (at least 1 GiB),
-/// so that no pass is served from cache. The kernels' one-row pass prefetches, and on Zen 4 it
+/// path's loads, on ordinary and huge pages, over a buffer 8x the largest cache (1-2 GiB), so
+/// that no pass is served from cache. The kernels' one-row pass prefetches, and on Zen 4 it
 /// outran a plain read; on a Xeon, AVX2's loads read faster than AVX-512's: a ceiling of the
 /// kernels' own path or of plain reads alone would overstate every percentage.
+/// At most 2 GiB: the buffer is kept for the paired reads, and the fewer huge pages it holds,
+/// the more are left for the model's weights, as in a run without it. On a Xeon with a 480 MB
+/// L3, 2 and 3.75 GiB read alike (31.8 and 32.0 GB/s).
 /// Returns the ceiling, the buffer and the stream that reached it, kept for the reads that
 /// `pass_cost` pairs with passes.
 fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
-    let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 4 << 30);
+    let bytes = (8 * largest_cache_bytes()).clamp(1 << 30, 2 << 30);
     let streams = ReadStream::supported();
     let rates = |buffer: &[f32]| -> Vec<f64> {
         streams
@@ -231,7 +234,7 @@ fn read_ceiling() -> (f64, Vec<f32>, ReadStream) {
             .map(|&stream| read_rate(buffer, stream, 5))
             .collect()
     };
-    // One buffer at a time (each up to 4 GiB): the plain one is made again if it wins.
+    // One buffer at a time: the plain one is made again if it wins.
     let plain_buffer = ones(bytes, false);
     let plain = rates(&plain_buffer);
     drop(plain_buffer);
