@@ -470,7 +470,6 @@ unsafe fn tile_avx512_with<const O: usize, const R: usize, const HALVES: bool>(t
 /// Runs only inlined into an AVX2+FMA function; as [`tile_avx512`].
 #[inline(always)]
 unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
-    let f = t.x_stride;
     unsafe {
         let mut acc = [[[_mm256_setzero_ps(); R]; O]; 2];
         if !t.first {
@@ -483,20 +482,11 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
             }
         }
         let weight_rows = t.weight_rows::<O>();
-        let stride = t.weights.step_stride();
         let ahead = t.prefetch.map_or(0, |p| p.ahead);
         for_steps!(t.steps, t.prefetch, |step, fetch| {
             for (half, acc) in acc.iter_mut().enumerate() {
-                let i = step * LANES + 8 * half;
-                let weight = |oi: usize| {
-                    let at = weight_rows[oi].add(step * stride + 8 * half);
-                    if fetch && half == 0 {
-                        _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
-                    }
-                    _mm256_loadu_ps(at)
-                };
-                let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * f + i));
-                tile_step(acc, weight, input, |w, x, a| _mm256_fmadd_ps(w, x, a));
+                let at = HalfStep { step, half, fetch };
+                avx2_half_step(acc, &t, &weight_rows, at, ahead);
             }
         });
         for (half, acc) in acc.iter().enumerate() {
@@ -519,9 +509,7 @@ unsafe fn tile_avx2<const O: usize, const R: usize>(t: Tile) {
 /// Runs only inlined into an AVX2+FMA function; as [`tile_avx512`].
 #[inline(always)]
 unsafe fn tile_avx2_by_halves<const O: usize, const R: usize>(t: Tile) {
-    let f = t.x_stride;
     let weight_rows = t.weight_rows::<O>();
-    let stride = t.weights.step_stride();
     let ahead = t.prefetch.map_or(0, |p| p.ahead);
     for half in 0..2 {
         unsafe {
@@ -534,16 +522,8 @@ unsafe fn tile_avx2_by_halves<const O: usize, const R: usize>(t: Tile) {
                 }
             }
             for_steps!(t.steps, t.prefetch, |step, fetch| {
-                let i = step * LANES + 8 * half;
-                let weight = |oi: usize| {
-                    let at = weight_rows[oi].add(step * stride + 8 * half);
-                    if fetch && half == 0 {
-                        _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
-                    }
-                    _mm256_loadu_ps(at)
-                };
-                let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * f + i));
-                tile_step(&mut acc, weight, input, |w, x, a| _mm256_fmadd_ps(w, x, a));
+                let at = HalfStep { step, half, fetch };
+                avx2_half_step(&mut acc, &t, &weight_rows, at, ahead);
             });
             for (oi, lanes) in acc.iter().enumerate() {
                 for (ri, lane) in lanes.iter().enumerate() {
@@ -554,10 +534,47 @@ unsafe fn tile_avx2_by_halves<const O: usize, const R: usize>(t: Tile) {
     }
 }
 
+/// Where an AVX2 tile's step runs: lanes `8 * half..8 * half + 8` of its `step`, whose weight
+/// loads prefetch (on the first half) when `fetch`.
+#[derive(Clone, Copy)]
+struct HalfStep {
+    step: usize,
+    half: usize,
+    fetch: bool,
+}
+
+/// One half-step of an AVX2 tile: `acc` holds the tile's accumulators' lanes of that half.
+///
+/// # Safety
+/// Runs only inlined into an AVX2+FMA function; the step must be in the tile's range.
+#[inline(always)]
+unsafe fn avx2_half_step<const O: usize, const R: usize>(
+    acc: &mut [[__m256; R]; O],
+    t: &Tile,
+    weight_rows: &[*const f32; O],
+    at: HalfStep,
+    ahead: usize,
+) {
+    let HalfStep { step, half, fetch } = at;
+    let (stride, i) = (t.weights.step_stride(), step * LANES + 8 * half);
+    unsafe {
+        let weight = |oi: usize| {
+            let at = weight_rows[oi].add(step * stride + 8 * half);
+            if fetch && half == 0 {
+                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(ahead).cast());
+            }
+            _mm256_loadu_ps(at)
+        };
+        let input = |ri: usize| _mm256_loadu_ps(t.x.add(ri * t.x_stride + i));
+        tile_step(acc, weight, input, |w, x, a| _mm256_fmadd_ps(w, x, a));
+    }
+}
+
 /// One step of a tile on either path: `acc[oi][ri] = fma(weight(oi), input(ri), acc[oi][ri])`.
 /// It holds the smaller side's loads in registers and streams the other: the loads are the
-/// same, but `O * R + min(O, R) + 1` registers (AVX2's one-row tile: twice the accumulators) fit where holding
-/// the larger side spilled an accumulator, a store and a reload on its chain every step.
+/// same, but `O * R + min(O, R) + 1` registers (AVX2's one-row tile: twice the accumulators)
+/// fit where holding the larger side spilled an accumulator, a store and a reload on its chain
+/// every step.
 #[inline(always)]
 fn tile_step<V: Copy, const O: usize, const R: usize>(
     acc: &mut [[V; R]; O],
