@@ -9,8 +9,8 @@
 //! pass 3%, a 32-node tree 0-2%. Where the kernel must clear fresh huge pages, a load costs more
 //! (0.7-1.5 s more for that shape on a VM). Each weight buffer starts on a huge page and is
 //! cleared of earlier pages ([`HugePages`]): without, that shape's weights got 0.99 of their
-//! 1.42 GB on huge pages, with, 1.38, and AR decoded 3% faster (Intel Xeon, separate
-//! processes alternated: 51.5-51.8 against 53.0-53.8 ms per token).
+//! 1.42 GB on huge pages, with, 1.41, and AR decoded 4-9% faster (Intel Xeon, separate
+//! processes alternated: 48.9-50.7 against 52.1-55.9 ms per token).
 
 /// One cache line of floats.
 #[derive(Clone, Copy, Default)]
