@@ -32,7 +32,7 @@ Subcommands:
                    the paper's context) and the
                    % of a read ceiling (`--ceiling-gbs`, else measured here
                    with torch: best of 5 `buf.sum()` over 8x the largest CPU
-                   cache, 1 to 4 GiB).
+                   cache, 1 to 2 GiB, as `make bench` reads).
 
 Examples:
 
@@ -151,8 +151,9 @@ def largest_cache_bytes() -> int:
 
 def torch_read_ceiling(torch, passes: int = 5) -> tuple[float, int]:
     """GB/s: the best of `passes` `buf.sum()` over a float32 buffer 8x the largest CPU cache
-    (clamped to 1..4 GiB, so no pass is served from cache), on torch's current threads."""
-    nbytes = min(max(8 * largest_cache_bytes(), 1 << 30), 4 << 30)
+    (clamped to 1..2 GiB as `make bench` clamps its own, so no pass is served from cache), on
+    torch's current threads."""
+    nbytes = min(max(8 * largest_cache_bytes(), 1 << 30), 2 << 30)
     buf = torch.ones(nbytes // 4, dtype=torch.float32)
     best = float("inf")
     with torch.inference_mode():
