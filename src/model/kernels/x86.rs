@@ -46,21 +46,27 @@ const CHUNK: usize = 256;
 /// Into L1 or non-temporal it gained nothing, and on AVX2 it was neutral or slower.
 const AVX512_ONE_ROW_AHEAD: usize = 1536;
 
-/// A one-row product prefetches only when its weights are at least this many times the
-/// distance, so that the lines fetched past their end are a small part of the stream: on the
-/// tiny draft's products (a few thousand floats per task) the prefetch cost 4%.
-const LONG_STREAM: usize = 32;
+/// A one-row product prefetches only when its weights are at least this many floats (192
+/// KiB, 32 times AVX-512's distance), so that the lines fetched past their end are a small
+/// part of the stream: on the tiny draft's products (a few thousand floats per task) the
+/// prefetch cost 4%. A fixed length rather than a multiple of each distance, so that AVX2's
+/// shorter distance left the products it prefetches unchanged.
+const LONG_STREAM: usize = 32 * AVX512_ONE_ROW_AHEAD;
 // The kernels' tests run a one-row product of 53 x 1024 weights, on this path's prefetch.
-const _: () = assert!(53 * 1024 >= LONG_STREAM * AVX512_ONE_ROW_AHEAD);
-const _: () = assert!(53 * 1024 >= LONG_STREAM * AVX2_ONE_ROW_AHEAD);
+const _: () = assert!(53 * 1024 >= LONG_STREAM);
+const _: () = assert!(LONG_STREAM >= 32 * AVX2_ONE_ROW_AHEAD);
 
-/// The AVX2 one-row distance, where it prefetches (see [`avx2_one_row_ahead`]).
-const AVX2_ONE_ROW_AHEAD: usize = 1536;
+/// The AVX2 one-row distance, where it prefetches (see [`avx2_one_row_ahead`]): 3 KiB, 24
+/// steps of a 4-row pack.
+const AVX2_ONE_ROW_AHEAD: usize = 768;
 
 /// How far ahead a one-row AVX2 tile prefetches into L2, by vendor. On an Intel Xeon with
 /// AVX-512 (AVX2 path forced), a Pythia-410M 1-row pass ran 4% faster with it (x0.956-0.961
 /// at 768-3072 floats, in one process against the pass without); on Zen 4 it was neutral or
 /// slower (1.003-1.103x at 1024, 1.163x at 2048), so AMD's AVX2 leaves it to the hardware.
+/// Once the weights lay on huge pages, 1536 floats lost that gain on the Xeon (no prefetch
+/// x0.968-0.975 of it) while 768 kept it: x0.950-0.971 of 1536 in four runs, ahead of 512,
+/// 640 and 896 (x0.955-0.983).
 pub(super) fn avx2_one_row_ahead() -> Option<usize> {
     intel().then_some(AVX2_ONE_ROW_AHEAD)
 }
@@ -185,7 +191,7 @@ macro_rules! sweep {
         let streams = rows == 1 || (rows <= $max_streamed && $shape(rows) == pack);
         let stream_tile = streams && $stream_tile_on;
         let one_row_ahead: Option<usize> =
-            ($one_row_ahead).filter(|&d| streams && w.data().len() >= LONG_STREAM * d);
+            ($one_row_ahead).filter(|_| streams && w.data().len() >= LONG_STREAM);
         let x_stride = x.len() / rows;
         let outputs = w.outputs();
         let base = w.data().as_ptr();
