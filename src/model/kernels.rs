@@ -197,8 +197,8 @@ pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, s
 
 /// Query rows from which [`key_dots`] transposes keys on AVX-512 ([`key_block`]). After a
 /// 1500-token prompt (Pythia-410M shape, Intel Xeon, one process, passes alternated against
-/// the product), 32 rows took x0.94-0.95 as long, 16 rows x0.98-0.99; after 48 tokens both
-/// x0.99-1.01. From 2 rows, 4 and 8 rows took x1.02-1.04, whose read of the keys from memory
+/// the product), 32 rows took x0.94-0.95 as long, 16 rows x0.98-0.99; after 48 tokens 32 rows
+/// x0.99-1.02, 16 rows x0.99-1.01. From 2 rows, 4 and 8 rows took x1.02-1.04, whose read of the keys from memory
 /// the product's prefetch hides better.
 #[cfg(target_arch = "x86_64")]
 const KEY_BLOCK_MIN_ROWS: usize = 12;
