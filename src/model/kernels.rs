@@ -171,21 +171,21 @@ impl Isa {
 pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, scores: &mut [f32]) {
     let rows = queries.len() / d;
     let slots = scores.len() / rows;
-    #[cfg(target_arch = "x86_64")]
-    if stride == d
-        && rows >= KEY_BLOCK_MIN_ROWS
-        && d.is_multiple_of(LANES)
-        && Isa::detected() == Isa::Avx512
-    {
-        // SAFETY: the detected path is one this CPU runs; `d` is whole lanes.
-        unsafe { key_block::key_dots_avx512(queries, d, &keys[..slots * d], scores) };
-        return;
-    }
     if stride == d {
+        let keys = &keys[..slots * d];
+        #[cfg(target_arch = "x86_64")]
+        if rows >= KEY_BLOCK_MIN_ROWS && d.is_multiple_of(LANES) && Isa::detected() == Isa::Avx512 {
+            // SAFETY: the detected path is one this CPU runs.
+            unsafe { key_block::key_dots_avx512(queries, d, keys, scores) };
+            return;
+        }
         // The slots are the rows of one matrix: one product, whose tiles read several keys at
         // once for several queries.
-        let keys = Weights::row_major(&keys[..slots * d], d);
-        dot_rows(keys, queries, &mut Columns::all(scores, rows));
+        dot_rows(
+            Weights::row_major(keys, d),
+            queries,
+            &mut Columns::all(scores, rows),
+        );
     } else {
         for (query, scores) in queries.chunks(d).zip(scores.chunks_mut(slots)) {
             for (slot, score) in scores.iter_mut().enumerate() {
@@ -198,8 +198,8 @@ pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, s
 /// Query rows from which [`key_dots`] transposes keys on AVX-512 ([`key_block`]). After a
 /// 1500-token prompt (Pythia-410M shape, Intel Xeon, one process, passes alternated against
 /// the product), 32 rows took x0.94-0.95 as long, 16 rows x0.98-0.99; after 48 tokens 32 rows
-/// x0.99-1.02, 16 rows x0.99-1.01. From 2 rows, 4 and 8 rows took x1.02-1.04, whose read of the keys from memory
-/// the product's prefetch hides better.
+/// x0.99-1.02, 16 rows x0.99-1.01. From 2 rows, 4 and 8 rows took x1.02-1.04: the product's
+/// prefetch hides their read of the keys from memory better.
 #[cfg(target_arch = "x86_64")]
 const KEY_BLOCK_MIN_ROWS: usize = 12;
 

@@ -29,7 +29,8 @@ const ROWS: usize = 6;
 /// and key `s < slots` (`keys[s * d..][..d]`), `slots = scores.len() / rows`.
 ///
 /// # Safety
-/// The CPU must have AVX-512F. `d` must be a multiple of 16 and `keys` hold `slots * d` floats.
+/// The CPU must have AVX-512F. The shapes are asserted: `d` a multiple of 16, `keys` at least
+/// `slots * d` floats, `queries` whole rows.
 #[target_feature(enable = "avx512f")]
 pub(super) fn key_dots_avx512(queries: &[f32], d: usize, keys: &[f32], scores: &mut [f32]) {
     let rows = queries.len() / d;
