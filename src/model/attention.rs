@@ -29,7 +29,6 @@ pub(crate) fn attend(
         value_at: Strides::of(v_layout),
     };
     let scale = 1.0 / (d as f32).sqrt();
-    let mut out = vec![0f32; t * heads * d];
     // The threads split the heads, and each runs every row of a head in turn, so that a head's
     // keys and values come from memory once and stay in cache for its other rows. Taken row
     // by row, a block of t rows read the whole layer's cache t times: after a 1500-token
@@ -58,7 +57,7 @@ pub(crate) fn attend(
             }
         }
     };
-    parallel_columns(&mut out, t, d, 2 * t * heads * total * d, task);
+    let out = parallel_columns(t, heads * d, d, 2 * t * heads * total * d, task);
     drop((k_storage, v_storage));
     Ok(Tensor::from_vec(out, (1, t, heads * d), keys.device())?)
 }

@@ -137,7 +137,6 @@ impl Product<'_> {
     /// The row-major `[rows, outputs]` result for `rows` inputs, rows of equal length.
     fn product(&self, inputs: &[f32], rows: usize) -> Vec<f32> {
         let outputs = self.weight.outputs();
-        let mut out = vec![0f32; rows * outputs];
         // Each task fills its outputs' columns of every row.
         let task = |groups: std::ops::Range<usize>, mut dst: Columns| {
             let first = groups.start * ROWS_PER_TASK;
@@ -146,8 +145,7 @@ impl Product<'_> {
             self.finish(outs, dst);
         };
         let work = outputs * self.weight.features() * rows;
-        parallel_columns(&mut out, rows, ROWS_PER_TASK, work, task);
-        out
+        parallel_columns(rows, outputs, ROWS_PER_TASK, work, task)
     }
 
     /// Bias, then activation, on a task's outputs `outs`, row by row.
