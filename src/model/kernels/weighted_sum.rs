@@ -116,6 +116,7 @@ fn rows_together<const R: usize>(weights: &[f32], values: &[f32], stride: usize,
             std::array::from_fn(|r| out[at(r)..][..BLOCK].try_into().expect("a whole block"));
         for slot in 0..slots {
             let start = slot * stride + b * BLOCK;
+            prefetch_block(values, start + AHEAD_SLOTS * stride);
             let v: &[f32; BLOCK] = values[start..start + BLOCK].try_into().expect("a block");
             for (r, sums) in sums.iter_mut().enumerate() {
                 let w = row_weights(r)[slot];
@@ -132,6 +133,11 @@ fn rows_together<const R: usize>(weights: &[f32], values: &[f32], stride: usize,
         }
     }
     let first = d / BLOCK * BLOCK;
+    if first == d {
+        // Nothing past the blocks: a loop over every slot's weight for no features cost 3-5%
+        // of a 4- to 32-row pass after a 1500-token prompt.
+        return;
+    }
     for (r, out) in out.chunks_exact_mut(d).enumerate() {
         let rest = &mut out[first..];
         for (slot, &w) in row_weights(r).iter().enumerate() {
@@ -143,6 +149,29 @@ fn rows_together<const R: usize>(weights: &[f32], values: &[f32], stride: usize,
             rest.iter_mut().zip(v).for_each(|(o, v)| *o += w * v);
         }
     }
+}
+
+/// Slots ahead of the one being summed whose block of values [`prefetch_block`] fetches.
+/// After a 1500-token prompt (Pythia-410M shape, Intel Xeon, one process, passes alternated),
+/// `perf` put about half of this kernel's samples on the first row's loads of each slot's
+/// values, from memory; fetching 8 slots ahead, 4-32 rows took x0.976-0.983 as long (16 slots
+/// x0.981-0.997, 32 and 64 no better), 1 row and every pass after 48 tokens within 1%.
+const AHEAD_SLOTS: usize = 8;
+
+/// Prefetches into L1 the [`BLOCK`] values at `values[at..]`, if any (a prefetch past the end
+/// reads nothing).
+#[inline(always)]
+fn prefetch_block(values: &[f32], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..BLOCK).step_by(16) {
+        let address = values.as_ptr().wrapping_add(at + line);
+        // SAFETY: a prefetch reads nothing and faults on no address; SSE is x86_64's baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (values, at);
 }
 
 #[cfg(test)]
