@@ -170,12 +170,11 @@ fn largest_cache_bytes() -> usize {
 /// A buffer of `bytes` of ones, backed by transparent huge pages when `huge` (and the kernel
 /// grants them): fewer TLB misses, the best case of the machine's read bandwidth.
 fn ones(bytes: usize, huge: bool) -> Vec<f32> {
-    let mut buffer: Vec<f32> = Vec::with_capacity(bytes / 4);
     if huge {
-        dynatree::model::advise_huge_pages(buffer.spare_capacity_mut());
+        dynatree::model::vec_on_huge_pages(bytes / 4, 1.0)
+    } else {
+        vec![1.0; bytes / 4]
     }
-    buffer.resize(bytes / 4, 1.0);
-    buffer
 }
 
 /// This process's anonymous memory on transparent huge pages, MB (`None` off Linux).

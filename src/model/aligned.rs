@@ -165,11 +165,21 @@ impl Drop for HugePages {
     }
 }
 
+/// `len` copies of `value` in a `Vec` whose whole huge pages were asked for before it was first
+/// touched (see [`advise_huge_pages`]): for large buffers read end to end, such as the KV cache
+/// or the bench's read-ceiling buffer, which must be `Vec`s.
+pub fn vec_on_huge_pages(len: usize, value: f32) -> Vec<f32> {
+    let mut data: Vec<f32> = Vec::with_capacity(len);
+    advise_huge_pages(data.spare_capacity_mut());
+    data.resize(len, value);
+    data
+}
+
 /// Asks the kernel to back `memory`'s whole 4 KiB pages with huge pages. Only a hint: where
 /// THP is off, or on other systems, the memory stays on ordinary pages and nothing changes.
 /// `madvise` refuses a start that is not page-aligned, and a large allocation from malloc starts
 /// 16 bytes into its page, so the range is rounded inwards to whole pages.
-pub fn advise_huge_pages<T>(memory: &mut [T]) {
+fn advise_huge_pages<T>(memory: &mut [T]) {
     let (start, bytes) = (memory.as_mut_ptr() as usize, std::mem::size_of_val(memory));
     if bytes < HUGE_PAGE {
         return;
@@ -190,6 +200,16 @@ pub fn advise_huge_pages<T>(memory: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vec_on_huge_pages_holds_its_value() {
+        // 3 MiB: past a huge page, so the advice is given; 0 and 1: below it.
+        for len in [0, 1, 3 << 18] {
+            let data = vec_on_huge_pages(len, 1.5);
+            assert_eq!(data.len(), len);
+            assert!(data.iter().all(|&v| v == 1.5));
+        }
+    }
 
     #[test]
     fn starts_on_a_cache_line_and_holds_the_data() {

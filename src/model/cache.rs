@@ -45,11 +45,7 @@ fn zeros(
         return Tensor::zeros(shape, dtype, device);
     }
     let (a, b, c, d) = shape;
-    let len = a * b * c * d;
-    let mut data: Vec<f32> = Vec::with_capacity(len);
-    super::advise_huge_pages(data.spare_capacity_mut());
-    data.resize(len, 0.0);
-    Tensor::from_vec(data, shape, device)
+    Tensor::from_vec(super::vec_on_huge_pages(a * b * c * d, 0.0), shape, device)
 }
 
 /// Where a block of new tokens goes and what each may attend to.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-pub use aligned::advise_huge_pages;
+pub use aligned::vec_on_huge_pages;
 pub use cache::{chain_parents, KvCache};
 pub use config::NeoxConfig;
 pub use error::{ModelError, Result};
