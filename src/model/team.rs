@@ -173,10 +173,16 @@ struct Share(AtomicU64);
 
 impl Share {
     fn new(items: std::ops::Range<usize>) -> Self {
-        let bound = |i: usize| u32::try_from(i).expect("fewer than 2^32 items");
-        Self(AtomicU64::new(
-            u64::from(bound(items.start)) << 32 | u64::from(bound(items.end)),
-        ))
+        assert!(u32::try_from(items.end).is_ok(), "fewer than 2^32 items");
+        Self(AtomicU64::new(Self::pack(items.start, items.end)))
+    }
+
+    fn pack(front: usize, back: usize) -> u64 {
+        (front as u64) << 32 | back as u64
+    }
+
+    fn unpack(packed: u64) -> (usize, usize) {
+        ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize)
     }
 
     fn take_front(&self, chunk: usize) -> Option<std::ops::Range<usize>> {
@@ -193,19 +199,17 @@ impl Share {
         &self,
         pick: impl Fn(usize, usize) -> std::ops::Range<usize>,
     ) -> Option<std::ops::Range<usize>> {
-        let unpack = |packed: u64| ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-        let pack = |front: usize, back: usize| (front as u64) << 32 | back as u64;
         let mut seen = self.0.load(Ordering::Relaxed);
         loop {
-            let (front, back) = unpack(seen);
+            let (front, back) = Self::unpack(seen);
             if front >= back {
                 return None;
             }
             let taken = pick(front, back);
             let left = if taken.start == front {
-                pack(taken.end, back)
+                Self::pack(taken.end, back)
             } else {
-                pack(front, taken.start)
+                Self::pack(front, taken.start)
             };
             match self
                 .0
