@@ -193,10 +193,20 @@ pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, s
     if stride == d {
         let keys = &keys[..slots * d];
         #[cfg(target_arch = "x86_64")]
-        if rows >= KEY_BLOCK_MIN_ROWS && d.is_multiple_of(LANES) && Isa::detected() == Isa::Avx512 {
-            // SAFETY: the detected path is one this CPU runs.
-            unsafe { key_block::key_dots_avx512(queries, d, keys, scores) };
-            return;
+        if d.is_multiple_of(LANES) {
+            match Isa::detected() {
+                Isa::Avx512 if rows >= KEY_BLOCK_MIN_ROWS => {
+                    // SAFETY: the detected path is one this CPU runs.
+                    unsafe { key_block::key_dots_avx512(queries, d, keys, scores) };
+                    return;
+                }
+                Isa::Avx2 if rows >= KEY_BLOCK_MIN_ROWS => {
+                    // SAFETY: the detected path is one this CPU runs.
+                    unsafe { key_block::key_dots_avx2(queries, d, keys, scores) };
+                    return;
+                }
+                _ => {}
+            }
         }
         // The slots are the rows of one matrix: one product, whose tiles read several keys at
         // once for several queries.
@@ -214,11 +224,12 @@ pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, s
     }
 }
 
-/// Query rows from which [`key_dots`] transposes keys on AVX-512 ([`key_block`]). After a
-/// 1500-token prompt (Pythia-410M shape, Intel Xeon, one process, passes alternated against
-/// the product), 32 rows took x0.94-0.95 as long, 16 rows x0.98-0.99; after 48 tokens 32 rows
-/// x0.99-1.02, 16 rows x0.99-1.01. From 2 rows, 4 and 8 rows took x1.02-1.04: the product's
-/// prefetch hides their read of the keys from memory better.
+/// Query rows from which [`key_dots`] transposes keys ([`key_block`]). After a 1500-token
+/// prompt (Pythia-410M shape, Intel Xeon, one process, passes alternated against the
+/// product), 32 rows took x0.94-0.95 as long on AVX-512 and x0.95-0.96 on AVX2, 16 rows
+/// x0.98-0.99 and x1.00; after 48 tokens 32 rows x0.99-1.02 and x0.93-0.96, 16 rows
+/// x0.99-1.01 and x0.97. From 2 rows, 4 and 8 rows took x1.02-1.04 on AVX-512 (the
+/// product's prefetch hides their read of the keys from memory better) and x0.99-1.02 on AVX2.
 #[cfg(target_arch = "x86_64")]
 const KEY_BLOCK_MIN_ROWS: usize = 12;
 
