@@ -417,6 +417,7 @@ mod columns;
 mod gelu;
 #[cfg(target_arch = "x86_64")]
 mod key_block;
+mod layer_norm;
 mod softmax;
 mod weighted_sum;
 mod weights;
@@ -425,6 +426,7 @@ mod x86;
 
 pub(crate) use columns::Columns;
 pub(crate) use gelu::gelu_erf_in_place;
+pub(crate) use layer_norm::layer_norm_rows;
 pub(crate) use softmax::softmax_unnormalised;
 pub(crate) use weighted_sum::weighted_sums;
 pub(crate) use weights::{WeightMatrix, Weights};

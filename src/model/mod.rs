@@ -10,6 +10,7 @@ pub mod hub;
 mod kernels;
 mod linear;
 pub mod neox;
+mod norm;
 mod team;
 pub mod tokenizer;
 pub mod weights;

@@ -1,9 +1,10 @@
 //! GPT-NeoX (Pythia) causal language model on candle, forward over a tree-shaped block.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, LayerNorm};
+use candle_nn::Embedding;
 
 use super::linear::Linear;
+use super::norm::Norm;
 
 use super::attention;
 use super::cache::{BlockLayout, KvCache};
@@ -20,7 +21,7 @@ pub struct GptNeox {
     config: NeoxConfig,
     embed_in: Embedding,
     layers: Vec<Layer>,
-    final_norm: LayerNorm,
+    final_norm: Norm,
     head: Linear,
     rotary: Rotary,
     device: Device,
@@ -33,8 +34,8 @@ pub struct GptNeox {
 }
 
 struct Layer {
-    input_norm: LayerNorm,
-    post_attention_norm: LayerNorm,
+    input_norm: Norm,
+    post_attention_norm: Norm,
     qkv: Linear,
     attention_out: Linear,
     mlp_in: Linear,
@@ -77,12 +78,12 @@ impl GptNeox {
             loaded_bytes.set(loaded_bytes.get() + tensor_bytes(&tensor));
             Ok::<_, ModelError>(tensor)
         };
-        let norm = |prefix: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm::new(
+        let norm = |prefix: &str| -> Result<Norm> {
+            Norm::new(
                 get(&format!("{prefix}.weight"), &[h])?,
                 get(&format!("{prefix}.bias"), &[h])?,
                 config.layer_norm_eps,
-            ))
+            )
         };
         let linear = |prefix: &str, out: usize, inp: usize| -> Result<Linear> {
             Linear::new(
