@@ -126,7 +126,8 @@ fn weighted_sums_slice<const R: usize>(rows: Rows, values: &[f32], stride: usize
 /// took x0.957-0.959 as long, 16 rows x0.973-0.981, a 32-node tree x0.997-0.999 on AVX-512
 /// (rows in fours), and on AVX2 (rows one by one) 4 rows x0.965, 8 x0.932, 16 x0.943, the
 /// tree x0.956; 1 row (a single pass, no spans) and every pass after 48 tokens within 1%.
-/// Spans of 16 and 24 slots did as well on AVX-512, 48 and 64 slightly worse.
+/// On AVX-512 spans of 16 and 24 slots did as well; on AVX2 48 and 64 did no better overall
+/// (8 rows x0.926-0.966, the tree x0.962-0.967).
 const SPAN_SLOTS: usize = 32;
 
 /// `R` rows, each of `weights.len() / R` slots and `out.len() / R` features, over the slots
