@@ -193,14 +193,14 @@ pub(crate) fn key_dots(queries: &[f32], d: usize, keys: &[f32], stride: usize, s
     if stride == d {
         let keys = &keys[..slots * d];
         #[cfg(target_arch = "x86_64")]
-        if d.is_multiple_of(LANES) {
+        if rows >= KEY_BLOCK_MIN_ROWS && d.is_multiple_of(LANES) {
             match Isa::detected() {
-                Isa::Avx512 if rows >= KEY_BLOCK_MIN_ROWS => {
+                Isa::Avx512 => {
                     // SAFETY: the detected path is one this CPU runs.
                     unsafe { key_block::key_dots_avx512(queries, d, keys, scores) };
                     return;
                 }
-                Isa::Avx2 if rows >= KEY_BLOCK_MIN_ROWS => {
+                Isa::Avx2 => {
                     // SAFETY: the detected path is one this CPU runs.
                     unsafe { key_block::key_dots_avx2(queries, d, keys, scores) };
                     return;

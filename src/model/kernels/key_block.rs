@@ -1,7 +1,8 @@
 //! Attention scores of several query rows, keys sixteen (AVX-512) or eight (AVX2) at a time
-//! with one key per lane: written against the lane folds. Run as a product ([`super::dot_rows`]), every score
-//! is a dot of `d` features whose 16 lanes fold by shuffles, and for `d = 64` those folds and
-//! the accumulators parked between them cost as much as the four multiply-adds per lane: 32
+//! with one key per lane: written against the lane folds. Run as a product
+//! ([`super::dot_rows`]), every score is a dot of `d` features whose 16 lanes fold by
+//! shuffles, and for `d = 64` those folds and the accumulators parked between them cost as
+//! much as the four multiply-adds per lane: 32
 //! rows against 1500 keys ran at 26-30 G multiply-adds/s on one thread of an Intel Xeon, a
 //! quarter of its compute ceiling, and this kernel at 37-46.
 //!

@@ -25,7 +25,6 @@ pub(crate) fn layer_norm_rows(src: &[f32], alpha: &[f32], beta: &[f32], eps: f32
         dim,
         beta.len()
     );
-    let rows = src.len() / dim;
     // Each element costs about four multiply-adds' time in its chain of adds.
     let work = 4 * src.len();
     // One row of the whole block, whose column ranges are groups of ROWS rows.
@@ -44,7 +43,7 @@ pub(crate) fn layer_norm_rows(src: &[f32], alpha: &[f32], beta: &[f32], eps: f32
             }
         }
     };
-    parallel_columns(1, rows * dim, ROWS * dim, work, task)
+    parallel_columns(1, src.len(), ROWS * dim, work, task)
 }
 
 /// `R` rows of `alpha.len()` floats: their sums side by side, then each row's output.

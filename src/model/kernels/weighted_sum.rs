@@ -96,13 +96,13 @@ fn weighted_sums_slice<const R: usize>(rows: Rows, values: &[f32], stride: usize
     let rows = weights.len() / slots;
     let passes = rows / R + rows % R;
     let span = if passes > 1 { SPAN_SLOTS } else { slots };
+    let ahead = |pass: usize| match pass {
+        0 => Some(AHEAD_SLOTS),
+        _ if pass == passes - 1 => Some(SPAN_SLOTS),
+        _ => None,
+    };
     for first in (0..slots).step_by(span) {
         let span = first..(first + span).min(slots);
-        let ahead = |pass: usize| match pass {
-            0 => Some(AHEAD_SLOTS),
-            _ if pass == passes - 1 => Some(SPAN_SLOTS),
-            _ => None,
-        };
         let mut weights = weights.chunks_exact(R * slots);
         let mut out = out.chunks_exact_mut(R * d);
         let mut pass = 0;
